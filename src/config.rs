@@ -1,0 +1,548 @@
+//! The host configuration (`/etc/twofold/config.toml`) and the PAM module arguments.
+//!
+//! This module owns parsing and validation: every value that leaves it is in range, so the rest of
+//! the crate never re-checks. It never touches user records.
+
+use std::fmt;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::de::{Deserializer, Error as _};
+use serde::Deserialize;
+
+use crate::totp::{Algorithm, Digits};
+
+/// Where the config lives unless `config=PATH` or `--config PATH` says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/twofold/config.toml";
+
+/// The validated host configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The label shown in authenticator apps; `None` means the host name.
+    pub issuer: Option<String>,
+    /// Where each user's record lives.
+    pub records: RecordsTemplate,
+    /// Unenrolled users skip the module (`PAM_IGNORE`) instead of failing. Weakens security.
+    pub nullok: bool,
+    /// TOTP parameters for new enrollments and the verification window.
+    pub totp: TotpPolicy,
+    /// How many backup codes a new enrollment gets.
+    pub backup_codes: BackupCodePolicy,
+    /// Failed-attempt limits.
+    pub throttle: ThrottlePolicy,
+}
+
+/// TOTP settings: the first three apply to new enrollments, `window` to every login.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TotpPolicy {
+    pub algorithm: Algorithm,
+    pub digits: Digits,
+    pub period: u32,
+    /// Steps accepted on each side of the current one.
+    pub window: u8,
+}
+
+/// Backup-code settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackupCodePolicy {
+    pub count: u8,
+}
+
+/// After `max_failures` failed codes within `window_secs`, the second factor is locked for
+/// `lock_secs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThrottlePolicy {
+    pub max_failures: u8,
+    pub window_secs: u32,
+    pub lock_secs: u32,
+}
+
+/// A validated records path template, such as `/var/lib/twofold/{user}.toml` or
+/// `~/.config/twofold.toml`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordsTemplate {
+    template: String,
+}
+
+/// Whether records live in a root-owned directory or in each user's home.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordsLocation {
+    /// One directory for everybody, owned by the account that runs PAM (root).
+    Central,
+    /// Under the user's home: read and written with the user's identity.
+    Home,
+}
+
+/// The arguments on the module's line in a PAM service file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModuleArgs {
+    pub config_path: Option<PathBuf>,
+    pub debug: bool,
+    pub forward_pass: bool,
+    pub nullok: bool,
+}
+
+/// What can be wrong with a config file or the module arguments.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// A module argument the module does not know.
+    UnknownOption(String),
+    /// A module argument that needs a value and has none, such as `config=`.
+    MissingOptionValue(String),
+    /// The file exists but could not be read.
+    Unreadable { path: PathBuf, cause: std::io::Error },
+    /// The file is writable by someone other than root (or the account running the check).
+    Unsafe { path: PathBuf, why: String },
+    /// The file is not valid TOML, has an unknown key, a wrong type or a value out of range.
+    Invalid { path: PathBuf, line: Option<usize>, message: String },
+}
+
+impl Config {
+    /// Loads and validates the config at `path`. A missing file means the defaults.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(cause) => return Err(ConfigError::Unreadable { path: path.into(), cause }),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|cause| ConfigError::Unreadable { path: path.into(), cause })?;
+        check_config_metadata(path, &meta)?;
+        let mut text = String::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(|cause| ConfigError::Unreadable { path: path.into(), cause })?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::Invalid {
+                path: path.into(),
+                line: None,
+                message: format!("larger than {MAX_CONFIG_BYTES} bytes"),
+            });
+        }
+        Config::parse(path, &text)
+    }
+
+    /// Parses config text; `path` only names the source in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: path.into(),
+            line: e.span().map(|span| line_of(text, span.start)),
+            message: e.message().trim_end().to_string(),
+        })?;
+        Ok(raw.into())
+    }
+
+    /// The issuer label: the configured one, or the host name.
+    pub fn issuer(&self) -> String {
+        self.issuer.clone().unwrap_or_else(host_name)
+    }
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        RawConfig::default().into()
+    }
+}
+
+impl ModuleArgs {
+    /// Parses the module's arguments; any argument it does not know is an error.
+    pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<ModuleArgs, ConfigError> {
+        let mut parsed = ModuleArgs::default();
+        for arg in args {
+            let arg = arg.as_ref();
+            match arg.split_once('=') {
+                Some(("config", "")) => return Err(ConfigError::MissingOptionValue(arg.into())),
+                Some(("config", path)) => parsed.config_path = Some(PathBuf::from(path)),
+                None if arg == "debug" => parsed.debug = true,
+                None if arg == "forward_pass" => parsed.forward_pass = true,
+                None if arg == "nullok" => parsed.nullok = true,
+                _ => return Err(ConfigError::UnknownOption(arg.into())),
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// The config file these arguments select.
+    pub fn config_path(&self) -> &Path {
+        self.config_path
+            .as_deref()
+            .unwrap_or(Path::new(DEFAULT_CONFIG_PATH))
+    }
+}
+
+impl RecordsTemplate {
+    /// Checks a template: it must name a per-user file by an absolute path, `{home}` or `~/`.
+    pub fn parse(template: &str) -> Result<RecordsTemplate, String> {
+        let rest = template
+            .strip_prefix("~/")
+            .or_else(|| template.strip_prefix("{home}/"));
+        let per_user_home = rest.is_some();
+        let body = rest.unwrap_or(template);
+        if !per_user_home && !template.starts_with('/') {
+            return Err("must be an absolute path, or start with `~/` or `{home}/`".into());
+        }
+        if body.contains("{home}") || body.contains('~') && body.starts_with('~') {
+            return Err("`{home}` and `~` may only start the path".into());
+        }
+        let without_user = body.replace("{user}", "");
+        if without_user.contains('{') || without_user.contains('}') {
+            return Err("the only placeholders are `{user}`, `{home}` and a leading `~/`".into());
+        }
+        if !per_user_home && !body.contains("{user}") {
+            return Err("a path outside the home must contain `{user}`".into());
+        }
+        if template.ends_with('/') || template.contains('\0') {
+            return Err("must name a file".into());
+        }
+        if body.split('/').any(|part| part == "..") {
+            return Err("must not contain `..`".into());
+        }
+        Ok(RecordsTemplate { template: template.to_string() })
+    }
+
+    /// Where records live.
+    pub fn location(&self) -> RecordsLocation {
+        if self.template.starts_with("~/") || self.template.starts_with("{home}/") {
+            RecordsLocation::Home
+        } else {
+            RecordsLocation::Central
+        }
+    }
+
+    /// The record path for `user`, whose home is `home` (needed only for home templates).
+    pub fn path_for(&self, user: &str, home: Option<&Path>) -> Option<PathBuf> {
+        let expanded = self.template.replace("{user}", user);
+        match self.location() {
+            RecordsLocation::Central => Some(PathBuf::from(expanded)),
+            RecordsLocation::Home => {
+                let rest = expanded
+                    .strip_prefix("~/")
+                    .or_else(|| expanded.strip_prefix("{home}/"))?;
+                Some(home?.join(rest))
+            }
+        }
+    }
+
+    /// The template as written in the config.
+    pub fn as_str(&self) -> &str {
+        &self.template
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::UnknownOption(arg) => write!(
+                f,
+                "unknown option `{arg}` (known: config=PATH, nullok, forward_pass, debug)"
+            ),
+            ConfigError::MissingOptionValue(arg) => write!(f, "option `{arg}` needs a value"),
+            ConfigError::Unreadable { path, cause } => {
+                write!(f, "{}: cannot read: {cause}", path.display())
+            }
+            ConfigError::Unsafe { path, why } => write!(f, "{}: unsafe: {why}", path.display()),
+            ConfigError::Invalid { path, line: Some(line), message } => {
+                write!(f, "{}:{line}: {message}", path.display())
+            }
+            ConfigError::Invalid { path, line: None, message } => {
+                write!(f, "{}: {message}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The config only needs to be trusted as much as the account that reads it: it must belong to
+/// root or to that account, and nobody else may write it.
+fn check_config_metadata(path: &Path, meta: &fs::Metadata) -> Result<(), ConfigError> {
+    let unsafe_because = |why: String| ConfigError::Unsafe { path: path.into(), why };
+    if !meta.file_type().is_file() {
+        return Err(unsafe_because("not a regular file".into()));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if meta.uid() != 0 && meta.uid() != euid {
+        return Err(unsafe_because(format!(
+            "owned by uid {}, expected root (uid 0)",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(unsafe_because(format!(
+            "mode {:04o} lets group or others write it; run chmod go-w",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()
+        .iter()
+        .take(offset)
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The host name, for the default issuer.
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is writable for its whole length, and we pass that length.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
+// ---- The file as written, with each value range-checked while parsing so that errors carry a
+// ---- line number.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    #[serde(deserialize_with = "issuer")]
+    issuer: Option<String>,
+    #[serde(deserialize_with = "records")]
+    records: RecordsTemplate,
+    nullok: bool,
+    totp: RawTotp,
+    backup_codes: RawBackupCodes,
+    throttle: RawThrottle,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTotp {
+    algorithm: Algorithm,
+    digits: Digits,
+    #[serde(deserialize_with = "period")]
+    period: u32,
+    #[serde(deserialize_with = "window")]
+    window: u8,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawBackupCodes {
+    #[serde(deserialize_with = "code_count")]
+    count: u8,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawThrottle {
+    #[serde(deserialize_with = "max_failures")]
+    max_failures: u8,
+    #[serde(deserialize_with = "throttle_window")]
+    window_secs: u32,
+    #[serde(deserialize_with = "lock_secs")]
+    lock_secs: u32,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            issuer: None,
+            records: RecordsTemplate { template: DEFAULT_RECORDS.into() },
+            nullok: false,
+            totp: RawTotp::default(),
+            backup_codes: RawBackupCodes::default(),
+            throttle: RawThrottle::default(),
+        }
+    }
+}
+
+impl Default for RawTotp {
+    fn default() -> Self {
+        RawTotp { algorithm: Algorithm::Sha1, digits: Digits::SIX, period: 30, window: 1 }
+    }
+}
+
+impl Default for RawBackupCodes {
+    fn default() -> Self {
+        RawBackupCodes { count: 10 }
+    }
+}
+
+impl Default for RawThrottle {
+    fn default() -> Self {
+        RawThrottle { max_failures: 5, window_secs: 300, lock_secs: 900 }
+    }
+}
+
+impl From<RawConfig> for Config {
+    fn from(raw: RawConfig) -> Config {
+        Config {
+            issuer: raw.issuer,
+            records: raw.records,
+            nullok: raw.nullok,
+            totp: TotpPolicy {
+                algorithm: raw.totp.algorithm,
+                digits: raw.totp.digits,
+                period: raw.totp.period,
+                window: raw.totp.window,
+            },
+            backup_codes: BackupCodePolicy { count: raw.backup_codes.count },
+            throttle: ThrottlePolicy {
+                max_failures: raw.throttle.max_failures,
+                window_secs: raw.throttle.window_secs,
+                lock_secs: raw.throttle.lock_secs,
+            },
+        }
+    }
+}
+
+fn issuer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let issuer = String::deserialize(d)?;
+    if issuer.is_empty() || issuer.len() > 64 || issuer.contains(':') || issuer.chars().any(char::is_control) {
+        return Err(D::Error::custom(
+            "issuer: expected 1 to 64 characters, without `:` or control characters",
+        ));
+    }
+    Ok(Some(issuer))
+}
+
+fn records<'de, D: Deserializer<'de>>(d: D) -> Result<RecordsTemplate, D::Error> {
+    let template = String::deserialize(d)?;
+    RecordsTemplate::parse(&template).map_err(|why| D::Error::custom(format!("records: {why}")))
+}
+
+fn ranged<'de, D: Deserializer<'de>>(d: D, key: &str, min: i64, max: i64) -> Result<i64, D::Error> {
+    let value = i64::deserialize(d)?;
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(D::Error::custom(format!(
+            "{key}: expected an integer from {min} to {max}, found {value}"
+        )))
+    }
+}
+
+// The `as` casts below are lossless: `ranged` bounds each value to its target type.
+fn period<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    ranged(d, "totp.period", 10, 300).map(|v| v as u32)
+}
+
+fn window<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    ranged(d, "totp.window", 0, 10).map(|v| v as u8)
+}
+
+fn code_count<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    ranged(d, "backup_codes.count", 0, 20).map(|v| v as u8)
+}
+
+fn max_failures<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    ranged(d, "throttle.max_failures", 1, crate::state::MAX_FAILURES as i64).map(|v| v as u8)
+}
+
+fn throttle_window<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    ranged(d, "throttle.window_secs", 1, 86_400).map(|v| v as u32)
+}
+
+fn lock_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    ranged(d, "throttle.lock_secs", 1, 604_800).map(|v| v as u32)
+}
+
+const DEFAULT_RECORDS: &str = "/var/lib/twofold/{user}.toml";
+const MAX_CONFIG_BYTES: u64 = 64 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/twofold/config.toml"), text)
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.records.as_str(), "/var/lib/twofold/{user}.toml");
+        assert!(!config.nullok);
+        assert_eq!(config.totp.window, 1);
+        assert_eq!(config.backup_codes.count, 10);
+        assert_eq!(config.throttle.max_failures, 5);
+    }
+
+    #[test]
+    fn full_file_is_read() {
+        let config = parse(
+            "issuer = \"example\"\nrecords = \"~/.twofold.toml\"\nnullok = true\n\
+             [totp]\nalgorithm = \"SHA512\"\ndigits = 8\nperiod = 60\nwindow = 2\n\
+             [backup_codes]\ncount = 5\n[throttle]\nmax_failures = 3\nwindow_secs = 60\nlock_secs = 120\n",
+        )
+        .unwrap();
+        assert_eq!(config.issuer.as_deref(), Some("example"));
+        assert_eq!(config.records.location(), RecordsLocation::Home);
+        assert_eq!(config.totp.algorithm, Algorithm::Sha512);
+        assert_eq!(config.totp.digits.get(), 8);
+        assert_eq!(config.throttle.lock_secs, 120);
+    }
+
+    #[test]
+    fn value_out_of_range_names_line_and_range() {
+        let err = parse("[totp]\n\ndigits = 9\n").unwrap_err().to_string();
+        assert!(err.starts_with("/etc/twofold/config.toml:3:"), "{err}");
+        assert!(err.contains("6 to 8"), "{err}");
+        let err = parse("[totp]\nwindow = 11\n").unwrap_err().to_string();
+        assert!(err.contains(":2:") && err.contains("0 to 10"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let err = parse("[totp]\nwindw = 1\n").unwrap_err().to_string();
+        assert!(err.contains(":2:") && err.contains("windw"), "{err}");
+        let err = parse("colour = 1\n").unwrap_err().to_string();
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_an_error() {
+        let err = parse("nullok = \"yes\"\n").unwrap_err().to_string();
+        assert!(err.contains(":1:"), "{err}");
+        let err = parse("[totp]\nalgorithm = \"MD5\"\n").unwrap_err().to_string();
+        assert!(err.contains("SHA1"), "{err}");
+    }
+
+    #[test]
+    fn records_templates_are_checked() {
+        assert!(RecordsTemplate::parse("/var/lib/twofold/{user}.toml").is_ok());
+        assert!(RecordsTemplate::parse("{home}/.twofold.toml").is_ok());
+        assert!(RecordsTemplate::parse("~/.twofold.toml").is_ok());
+        assert!(RecordsTemplate::parse("/var/lib/twofold/all.toml").is_err());
+        assert!(RecordsTemplate::parse("relative/{user}").is_err());
+        assert!(RecordsTemplate::parse("/x/{uid}/{user}").is_err());
+        assert!(RecordsTemplate::parse("/x/../{user}").is_err());
+        assert!(RecordsTemplate::parse("/x/{home}/{user}").is_err());
+        let home = RecordsTemplate::parse("~/.config/{user}.toml").unwrap();
+        assert_eq!(
+            home.path_for("bob", Some(Path::new("/home/bob"))).unwrap(),
+            PathBuf::from("/home/bob/.config/bob.toml")
+        );
+    }
+
+    #[test]
+    fn module_args_are_strict() {
+        let args = ModuleArgs::parse(&["nullok", "forward_pass", "debug", "config=/x.toml"]).unwrap();
+        assert!(args.nullok && args.forward_pass && args.debug);
+        assert_eq!(args.config_path(), Path::new("/x.toml"));
+        assert!(matches!(
+            ModuleArgs::parse(&["nulok"]),
+            Err(ConfigError::UnknownOption(_))
+        ));
+        assert!(ModuleArgs::parse(&["config="]).is_err());
+        assert!(ModuleArgs::parse(&["debug=1"]).is_err());
+    }
+}

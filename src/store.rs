@@ -1,0 +1,493 @@
+//! Where records and states live: the `Store` trait the core talks to, and its file backend.
+//!
+//! The file backend treats every file as hostile: it opens with `O_NOFOLLOW`, checks the file type,
+//! owner and mode of every file and of its directory, and in home mode does all of this with the
+//! user's filesystem identity, so root's privileges never touch a path the user controls. Each
+//! user's state file doubles as their lock: every change happens under `flock(LOCK_EX)` on it, after
+//! re-reading both files, so two logins can never spend one code. Records are replaced by temp
+//! file, fsync, rename and directory fsync; states by the two-slot scheme of `state.rs`.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::config::{RecordsLocation, RecordsTemplate};
+use crate::record::{Record, RecordError, MAX_RECORD_BYTES};
+use crate::state::{State, StateError, FILE_SIZE};
+use crate::user::{Account, UserName};
+
+/// What the core needs from a place that keeps enrollments.
+pub trait Store {
+    /// Reads a user's record and state without locking; `Ok(None)` if not enrolled.
+    fn load(&self, user: &UserName) -> Result<Option<(Record, State)>, StoreError>;
+
+    /// Under the user's lock, re-reads record and state and lets `change` edit the state. If it
+    /// changed, the new state is durable before this returns. `Ok(None)` if not enrolled.
+    fn update<T>(
+        &self,
+        user: &UserName,
+        change: impl FnOnce(&Record, &mut State) -> T,
+    ) -> Result<Option<T>, StoreError>;
+
+    /// Under the user's lock, lets `change` see the current record (if any) and state, and
+    /// replace the record (`Some`) or remove the enrollment (`None`). The state edits are kept.
+    fn replace<T, E>(
+        &self,
+        user: &UserName,
+        change: impl FnOnce(Option<&Record>, &mut State) -> Result<(Option<Record>, T), E>,
+    ) -> Result<Result<T, E>, StoreError>;
+}
+
+/// Records in files, one record and one state file per user.
+#[derive(Clone, Debug)]
+pub struct FileStore {
+    template: RecordsTemplate,
+}
+
+/// Why the store could not serve a request. Each names the file, so an admin can act.
+#[derive(Debug)]
+pub enum StoreError {
+    /// A file or directory could not be opened, read or written.
+    Io { path: PathBuf, action: &'static str, cause: io::Error },
+    /// A file or directory is a link, has the wrong owner or is open to others.
+    Unsafe { path: PathBuf, why: String },
+    /// The record does not parse.
+    BadRecord { path: PathBuf, cause: RecordError },
+    /// The state file is damaged.
+    BadState { path: PathBuf, cause: StateError },
+    /// Home-based records need the user's passwd entry, and there is none.
+    NoAccount(UserName),
+}
+
+impl FileStore {
+    pub fn new(template: RecordsTemplate) -> FileStore {
+        FileStore { template }
+    }
+
+    /// The record and state paths of `user` (looked up in passwd for home templates).
+    pub fn paths(&self, user: &UserName) -> Result<(PathBuf, PathBuf), StoreError> {
+        let place = self.place(user)?;
+        Ok((place.record, place.state))
+    }
+
+    fn place(&self, user: &UserName) -> Result<Place, StoreError> {
+        let owner = match self.template.location() {
+            RecordsLocation::Central => None,
+            RecordsLocation::Home => {
+                let account = Account::by_name(user)
+                    .map_err(|cause| StoreError::Io {
+                        path: "/etc/passwd".into(),
+                        action: "look up the user in",
+                        cause,
+                    })?
+                    .ok_or_else(|| StoreError::NoAccount(user.clone()))?;
+                Some(account)
+            }
+        };
+        let record = self
+            .template
+            .path_for(user.as_str(), owner.as_ref().map(|a| a.home.as_path()))
+            .ok_or_else(|| StoreError::NoAccount(user.clone()))?;
+        let state = state_path(&record);
+        Ok(Place { record, state, owner })
+    }
+}
+
+impl Store for FileStore {
+    fn load(&self, user: &UserName) -> Result<Option<(Record, State)>, StoreError> {
+        let place = self.place(user)?;
+        let _identity = Identity::assume(place.owner.as_ref())?;
+        let Some(record) = place.read_record()? else {
+            return Ok(None);
+        };
+        let state = match place.open_state(false)? {
+            Some(file) => place.read_state(&file)?,
+            None => State::default(),
+        };
+        Ok(Some((record, state)))
+    }
+
+    fn update<T>(
+        &self,
+        user: &UserName,
+        change: impl FnOnce(&Record, &mut State) -> T,
+    ) -> Result<Option<T>, StoreError> {
+        let place = self.place(user)?;
+        let _identity = Identity::assume(place.owner.as_ref())?;
+        if place.read_record()?.is_none() {
+            return Ok(None);
+        }
+        let lock = place.lock()?;
+        // Re-read under the lock: this is the copy the decision is made on.
+        let Some(record) = place.read_record()? else {
+            return Ok(None);
+        };
+        let before = place.read_state(&lock)?;
+        let mut state = before.clone();
+        let result = change(&record, &mut state);
+        if state != before {
+            place.write_state(&lock, &State { generation: before.generation, ..state })?;
+        }
+        Ok(Some(result))
+    }
+
+    fn replace<T, E>(
+        &self,
+        user: &UserName,
+        change: impl FnOnce(Option<&Record>, &mut State) -> Result<(Option<Record>, T), E>,
+    ) -> Result<Result<T, E>, StoreError> {
+        let place = self.place(user)?;
+        let _identity = Identity::assume(place.owner.as_ref())?;
+        place.check_directory()?;
+        let lock = place.lock()?;
+        let current = place.read_record()?;
+        let before = place.read_state(&lock)?;
+        let mut state = before.clone();
+        let (record, result) = match change(current.as_ref(), &mut state) {
+            Ok(done) => done,
+            Err(e) => return Ok(Err(e)),
+        };
+        match record {
+            Some(record) => {
+                // Record first: should we crash before the state is written, the old state's
+                // spent marks name the old code set and so cannot spend any new code.
+                place.write_record(&record)?;
+                place.write_state(&lock, &State { generation: before.generation, ..state })?;
+            }
+            None => {
+                remove_if_present(&place.record)?;
+                remove_if_present(&place.state)?;
+                sync_directory(&place.record)?;
+            }
+        }
+        Ok(Ok(result))
+    }
+}
+
+/// One user's files, and whose identity to use for them.
+struct Place {
+    record: PathBuf,
+    state: PathBuf,
+    /// The user whose files these are, for home templates; `None` for the central directory.
+    owner: Option<Account>,
+}
+
+impl Place {
+    /// The uid that must own the files: the user's for home records, ours for central ones.
+    fn expected_owner(&self) -> u32 {
+        match &self.owner {
+            Some(account) => account.uid,
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            None => unsafe { libc::geteuid() },
+        }
+    }
+
+    fn check_directory(&self) -> Result<(), StoreError> {
+        let dir = self.record.parent().unwrap_or(Path::new("/"));
+        let meta = std::fs::metadata(dir).map_err(|cause| StoreError::Io {
+            path: dir.into(),
+            action: "inspect the records directory",
+            cause,
+        })?;
+        let owner = self.expected_owner();
+        let unsafe_because = |why: String| Err(StoreError::Unsafe { path: dir.into(), why });
+        if !meta.is_dir() {
+            return unsafe_because("not a directory".into());
+        }
+        if meta.uid() != owner && meta.uid() != 0 {
+            return unsafe_because(format!("owned by uid {}, expected uid {owner} or root", meta.uid()));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return unsafe_because(format!(
+                "mode {:04o} lets group or others write it; run chmod go-w",
+                meta.mode() & 0o7777
+            ));
+        }
+        Ok(())
+    }
+
+    fn read_record(&self) -> Result<Option<Record>, StoreError> {
+        let Some(mut file) = self.open(&self.record, OpenMode::Read)? else {
+            return Ok(None);
+        };
+        self.check_directory()?;
+        let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(1024));
+        Read::by_ref(&mut file)
+            .take(MAX_RECORD_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|cause| StoreError::Io { path: self.record.clone(), action: "read", cause })?;
+        Record::parse(&bytes)
+            .map(Some)
+            .map_err(|cause| StoreError::BadRecord { path: self.record.clone(), cause })
+    }
+
+    fn open_state(&self, create: bool) -> Result<Option<File>, StoreError> {
+        let mode = if create { OpenMode::CreateReadWrite } else { OpenMode::Read };
+        self.open(&self.state, mode)
+    }
+
+    fn read_state(&self, file: &File) -> Result<State, StoreError> {
+        let mut bytes = [0u8; FILE_SIZE + 1];
+        let mut len = 0;
+        while len < bytes.len() {
+            match file.read_at(&mut bytes[len..], len as u64) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(cause) => {
+                    return Err(StoreError::Io { path: self.state.clone(), action: "read", cause })
+                }
+            }
+        }
+        State::decode(&bytes[..len])
+            .map_err(|cause| StoreError::BadState { path: self.state.clone(), cause })
+    }
+
+    /// Writes `state.next()` into the slot after `state`'s and makes it durable.
+    fn write_state(&self, file: &File, state: &State) -> Result<(), StoreError> {
+        let next = state.next();
+        let (offset, slot) = next.encode_slot();
+        let io_err = |cause| StoreError::Io { path: self.state.clone(), action: "write", cause };
+        // A fresh file is extended to both slots at once, so its size is never in between.
+        if file.metadata().map_err(io_err)?.len() < FILE_SIZE as u64 {
+            let mut whole = [0u8; FILE_SIZE];
+            whole[offset as usize..offset as usize + slot.len()].copy_from_slice(&slot);
+            file.write_all_at(&whole, 0).map_err(io_err)?;
+        } else {
+            file.write_all_at(&slot, offset).map_err(io_err)?;
+        }
+        file.sync_data().map_err(io_err)
+    }
+
+    /// Opens (creating if needed) the state file and takes the user's exclusive lock on it.
+    fn lock(&self) -> Result<File, StoreError> {
+        loop {
+            let file = self
+                .open(&self.state, OpenMode::CreateReadWrite)?
+                .ok_or_else(|| StoreError::Io {
+                    path: self.state.clone(),
+                    action: "create",
+                    cause: io::ErrorKind::NotFound.into(),
+                })?;
+            flock(&file, libc::LOCK_EX)
+                .map_err(|cause| StoreError::Io { path: self.state.clone(), action: "lock", cause })?;
+            // A disable may have unlinked the file while we waited; its lock protects nothing.
+            let links = file
+                .metadata()
+                .map_err(|cause| StoreError::Io { path: self.state.clone(), action: "inspect", cause })?
+                .nlink();
+            if links > 0 {
+                return Ok(file);
+            }
+        }
+    }
+
+    fn write_record(&self, record: &Record) -> Result<(), StoreError> {
+        let text = record.to_toml();
+        let dir = self.record.parent().unwrap_or(Path::new("/"));
+        let mut temp_name = OsString::from(".");
+        temp_name.push(self.record.file_name().unwrap_or_default());
+        temp_name.push(format!(".{}.tmp", random_suffix()));
+        let temp = dir.join(temp_name);
+        let io_err = |action, cause| StoreError::Io { path: temp.clone(), action, cause };
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&temp)
+            .map_err(|e| io_err("create", e))?;
+        let written = file
+            .write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| io_err("write", e))
+            .and_then(|()| {
+                std::fs::rename(&temp, &self.record).map_err(|cause| StoreError::Io {
+                    path: self.record.clone(),
+                    action: "replace",
+                    cause,
+                })
+            });
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        written?;
+        sync_directory(&self.record)
+    }
+
+    /// Opens `path` without following links and checks it is a regular file of the right owner,
+    /// closed to group and others. `Ok(None)` if it does not exist (and is not being created).
+    fn open(&self, path: &Path, mode: OpenMode) -> Result<Option<File>, StoreError> {
+        let mut options = std::fs::OpenOptions::new();
+        options
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK);
+        if mode == OpenMode::CreateReadWrite {
+            options.write(true).create(true).mode(0o600);
+        }
+        let file = match options.open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && mode == OpenMode::Read => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(StoreError::Unsafe { path: path.into(), why: "is a symbolic link".into() })
+            }
+            Err(cause) => return Err(StoreError::Io { path: path.into(), action: "open", cause }),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|cause| StoreError::Io { path: path.into(), action: "inspect", cause })?;
+        let owner = self.expected_owner();
+        let unsafe_because = |why: String| Err(StoreError::Unsafe { path: path.into(), why });
+        if !meta.file_type().is_file() {
+            return unsafe_because("not a regular file".into());
+        }
+        if meta.uid() != owner {
+            return unsafe_because(format!("owned by uid {}, expected uid {owner}", meta.uid()));
+        }
+        if meta.mode() & 0o077 != 0 {
+            return unsafe_because(format!(
+                "mode {:04o} lets group or others in; run chmod 600",
+                meta.mode() & 0o7777
+            ));
+        }
+        Ok(Some(file))
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OpenMode {
+    Read,
+    CreateReadWrite,
+}
+
+/// While alive, file access uses the user's uid and gid (home records, when running as root).
+/// Dropping it restores root's. Per thread, as Linux keeps fsuid per thread.
+struct Identity {
+    restore: Option<(u32, u32)>,
+}
+
+impl Identity {
+    fn assume(owner: Option<&Account>) -> Result<Identity, StoreError> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        let Some(account) = owner.filter(|a| euid == 0 && a.uid != 0) else {
+            return Ok(Identity { restore: None });
+        };
+        // SAFETY: getegid has no preconditions and cannot fail.
+        let egid = unsafe { libc::getegid() };
+        // setfsuid/setfsgid report the previous value, never an error; we confirm the switch by
+        // asking again (passing an invalid id returns the current one).
+        // SAFETY: setfsgid and setfsuid only change this thread's filesystem credentials.
+        unsafe {
+            libc::setfsgid(account.gid);
+            libc::setfsuid(account.uid);
+        }
+        // SAFETY: as above; -1 is invalid and only queries the current value.
+        let (now_uid, now_gid) = unsafe { (libc::setfsuid(u32::MAX), libc::setfsgid(u32::MAX)) };
+        let identity = Identity { restore: Some((euid, egid)) };
+        if now_uid as u32 != account.uid || now_gid as u32 != account.gid {
+            return Err(StoreError::Unsafe {
+                path: account.home.clone(),
+                why: format!("could not switch file access to uid {}", account.uid),
+            });
+        }
+        Ok(identity)
+    }
+}
+
+impl Drop for Identity {
+    fn drop(&mut self) {
+        if let Some((uid, gid)) = self.restore {
+            // SAFETY: restores this thread's filesystem credentials to the effective ids.
+            unsafe {
+                libc::setfsuid(uid);
+                libc::setfsgid(gid);
+            }
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Io { path, action, cause } => {
+                write!(f, "{}: cannot {action}: {cause}", path.display())
+            }
+            StoreError::Unsafe { path, why } => write!(f, "{}: refused: {why}", path.display()),
+            StoreError::BadRecord { path, cause } => {
+                write!(f, "{}: malformed record: {cause}", path.display())
+            }
+            StoreError::BadState { path, cause } => write!(f, "{}: {cause}", path.display()),
+            StoreError::NoAccount(user) => {
+                write!(f, "user {user} has no passwd entry, needed for home-based records")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// `alice.toml` keeps its state in `alice.state`; other names get `.state` appended.
+pub fn state_path(record: &Path) -> PathBuf {
+    if record.extension().is_some_and(|ext| ext == "toml") {
+        record.with_extension("state")
+    } else {
+        let mut name = record.as_os_str().to_owned().into_vec();
+        name.extend_from_slice(b".state");
+        PathBuf::from(OsString::from_vec(name))
+    }
+}
+
+fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
+    loop {
+        // SAFETY: the descriptor is open for the lifetime of `file`.
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(cause) => Err(StoreError::Io { path: path.into(), action: "remove", cause }),
+    }
+}
+
+/// Makes a rename or unlink in `file`'s directory durable.
+fn sync_directory(file: &Path) -> Result<(), StoreError> {
+    let dir = file.parent().unwrap_or(Path::new("/"));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|cause| StoreError::Io { path: dir.into(), action: "sync", cause })
+}
+
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // The suffix only avoids collisions; O_EXCL makes a collision an error, not a hazard.
+        bytes = u64::from(std::process::id()).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_lives_beside_the_record() {
+        assert_eq!(state_path(Path::new("/v/alice.toml")), PathBuf::from("/v/alice.state"));
+        assert_eq!(state_path(Path::new("/h/.twofold")), PathBuf::from("/h/.twofold.state"));
+    }
+}
