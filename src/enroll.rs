@@ -64,7 +64,7 @@ impl Pending {
     /// Saves the enrollment if `code` is the app's current code (within the host window), and
     /// spends that code. Refuses to replace an enrollment unless `replace` is set.
     pub fn confirm<S: Store>(
-        self,
+        &self,
         store: &S,
         user: &UserName,
         config: &Config,
@@ -73,13 +73,12 @@ impl Pending {
         replace: bool,
     ) -> Result<(), EnrollError> {
         let code: String = code.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
-        let Pending { key, codes } = self;
         let done = store
             .replace(user, |current, state| {
                 if current.is_some() && !replace {
                     return Err(EnrollError::AlreadyEnrolled);
                 }
-                match key.verify(&code, now, config.totp.window, state.last_step) {
+                match self.key.verify(&code, now, config.totp.window, state.last_step) {
                     Verdict::Accepted(step) => state.last_step = step,
                     Verdict::Replayed => return Err(EnrollError::ReplayedCode),
                     Verdict::Wrong => return Err(EnrollError::WrongCode),
@@ -87,7 +86,12 @@ impl Pending {
                 // A new enrollment starts unlocked, with no failures and all codes unspent.
                 state.failures.clear();
                 state.locked_until = 0;
-                let record = Record { totp: Some(key), window: None, throttle: None, backup_codes: codes.hashed };
+                let record = Record {
+                    totp: Some(self.key.clone()),
+                    window: None,
+                    throttle: None,
+                    backup_codes: self.codes.hashed.clone(),
+                };
                 Ok((Some(record), ()))
             })
             .map_err(EnrollError::Store)?;

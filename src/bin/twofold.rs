@@ -1,1 +1,528 @@
-fn main(){}
+//! `twofold`: enroll users, manage backup codes, inspect and unlock, import, check the config.
+//!
+//! Exit codes: 0 success, 1 failure, 2 wrong usage. Every error is one line on stderr.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use zeroize::Zeroizing;
+
+use pam_twofold::auth::{Clock, SystemClock};
+use pam_twofold::backup::{self, BackupCodes, Cost};
+use pam_twofold::config::{Config, RecordsLocation, DEFAULT_CONFIG_PATH};
+use pam_twofold::enroll::{self, EnrollError, Pending};
+use pam_twofold::import::GoogleAuthenticator;
+use pam_twofold::log::{self, Level};
+use pam_twofold::qr::{self, QrStyle};
+use pam_twofold::record::Record;
+use pam_twofold::store::{FileStore, Store};
+use pam_twofold::totp::{Algorithm, Digits, Secret, TotpKey};
+use pam_twofold::user::{Account, UserName};
+
+#[derive(Parser)]
+#[command(name = "twofold", version, about = "Two-factor authentication for Linux logins")]
+struct Cli {
+    /// The config file.
+    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enroll a user: show a QR code, confirm one code, show the backup codes once.
+    Enroll {
+        /// The user to enroll (default: you; only root may name another).
+        #[arg(long)]
+        user: Option<String>,
+        /// Use this base32 secret instead of a random one.
+        #[arg(long, value_name = "BASE32")]
+        secret: Option<String>,
+        /// The confirming code, instead of asking for it.
+        #[arg(long)]
+        code: Option<String>,
+        /// Replace an existing enrollment.
+        #[arg(long)]
+        force: bool,
+        /// Also write the backup codes to this new file (mode 0600).
+        #[arg(long, value_name = "PATH")]
+        backup_codes_file: Option<PathBuf>,
+        /// How to draw the QR code.
+        #[arg(long, value_enum, default_value_t = QrArg::Utf8)]
+        qr: QrArg,
+    },
+    /// Show what a user has enrolled.
+    Status {
+        #[arg(long)]
+        user: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage backup codes.
+    Codes {
+        #[command(subcommand)]
+        action: CodesAction,
+    },
+    /// Clear a user's failed-code lock.
+    Unlock {
+        #[arg(long)]
+        user: String,
+    },
+    /// Remove a user's enrollment.
+    Disable {
+        #[arg(long)]
+        user: String,
+    },
+    /// Import an enrollment from another module's file.
+    Import {
+        #[command(subcommand)]
+        source: ImportSource,
+    },
+    /// Validate the config and the records directory.
+    Check,
+}
+
+#[derive(Subcommand)]
+enum CodesAction {
+    /// Replace all backup codes with new ones and show them once.
+    Regenerate {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, value_name = "PATH")]
+        backup_codes_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportSource {
+    /// A `~/.google_authenticator` file (TOTP mode).
+    GoogleAuthenticator {
+        file: PathBuf,
+        #[arg(long)]
+        user: Option<String>,
+        /// Replace an existing enrollment.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum QrArg {
+    Utf8,
+    Ansi,
+    None,
+}
+
+/// A failure to report: one line on stderr, exit code 1.
+struct Failure(String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Failure {
+        Failure(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(message)) => {
+            eprintln!("twofold: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let config = Config::load(&cli.config)?;
+    let store = FileStore::new(config.records.clone());
+    match cli.command {
+        Command::Enroll { user, secret, code, force, backup_codes_file, qr } => {
+            let user = target_user(user.as_deref())?;
+            let secret = secret
+                .map(|s| Secret::from_base32(&Zeroizing::new(s)))
+                .transpose()
+                .map_err(|e| Failure(format!("--secret: {e}")))?;
+            enroll_user(&config, &store, &user, secret, code, force, backup_codes_file, qr)
+        }
+        Command::Status { user, json } => status(&store, &target_user(user.as_deref())?, json),
+        Command::Codes { action: CodesAction::Regenerate { user, backup_codes_file } } => {
+            let user = target_user(user.as_deref())?;
+            prepare_store(&config, &user)?;
+            let file = backup_codes_file.as_deref().map(create_private_file).transpose()?;
+            let codes = enroll::regenerate_codes(&store, &user, usize::from(config.backup_codes.count))?;
+            audit(&user, "regenerated backup codes");
+            show_codes(&codes, file, backup_codes_file.as_deref())
+        }
+        Command::Unlock { user } => {
+            let user = target_user(Some(&user))?;
+            enroll::unlock(&store, &user)?;
+            audit(&user, "unlocked");
+            println!("{user}: unlocked");
+            Ok(())
+        }
+        Command::Disable { user } => {
+            let user = target_user(Some(&user))?;
+            enroll::disable(&store, &user)?;
+            audit(&user, "disabled");
+            println!("{user}: two-factor enrollment removed");
+            Ok(())
+        }
+        Command::Import { source: ImportSource::GoogleAuthenticator { file, user, force } } => {
+            let user = target_user(user.as_deref())?;
+            import_google_authenticator(&config, &store, &user, &file, force)
+        }
+        Command::Check => check(&cli.config, &config),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn enroll_user(
+    config: &Config,
+    store: &FileStore,
+    user: &UserName,
+    secret: Option<Secret>,
+    code: Option<String>,
+    force: bool,
+    backup_codes_file: Option<PathBuf>,
+    qr: QrArg,
+) -> Result<(), Failure> {
+    prepare_store(config, user)?;
+    if !force && store.load(user)?.is_some() {
+        return Err(EnrollError::AlreadyEnrolled.into());
+    }
+    let codes_file = backup_codes_file.as_deref().map(create_private_file).transpose()?;
+    let pending = Pending::new(config, secret)?;
+    let uri = pending.uri(config, user);
+    let mut out = io::stdout().lock();
+    writeln!(out, "Scan this QR code with your authenticator app:")?;
+    match qr {
+        QrArg::Utf8 => write!(out, "{}", qr::render(&uri, QrStyle::Utf8)?)?,
+        QrArg::Ansi => write!(out, "{}", qr::render(&uri, QrStyle::Ansi)?)?,
+        QrArg::None => {}
+    }
+    writeln!(out, "{}", uri.as_str())?;
+    writeln!(out, "Or type this key into the app: {}", group_secret(&pending.key.secret))?;
+    out.flush()?;
+    drop(out);
+
+    let saved = confirm_loop(config, store, user, pending, code, force);
+    let NewEnrollment { codes } = match saved {
+        Ok(done) => done,
+        Err(e) => {
+            if let Some(path) = &backup_codes_file {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e);
+        }
+    };
+    audit(user, "enrolled");
+    println!("Two-factor authentication is on for {user}.");
+    show_codes(&codes, codes_file, backup_codes_file.as_deref())
+}
+
+struct NewEnrollment {
+    codes: Vec<Zeroizing<String>>,
+}
+
+/// Asks for the confirming code (up to three times when interactive) and saves on success.
+fn confirm_loop(
+    config: &Config,
+    store: &FileStore,
+    user: &UserName,
+    pending: Pending,
+    code: Option<String>,
+    force: bool,
+) -> Result<NewEnrollment, Failure> {
+    let attempts = if code.is_some() { 1 } else { 3 };
+    let mut given = code.map(Zeroizing::new);
+    for attempt in 1..=attempts {
+        let typed = match given.take() {
+            Some(code) => code,
+            None => ask_line("Code from the app: ")?,
+        };
+        match pending.confirm(store, user, config, &typed, SystemClock.now(), force) {
+            Ok(()) => return Ok(NewEnrollment { codes: pending.codes.plain }),
+            Err(e @ (EnrollError::WrongCode | EnrollError::ReplayedCode)) if attempt < attempts => {
+                eprintln!("twofold: {e}");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(EnrollError::WrongCode.into())
+}
+
+fn status(store: &FileStore, user: &UserName, json: bool) -> Result<(), Failure> {
+    let loaded = store.load(user)?;
+    let now = SystemClock.now();
+    let (totp, left, locked_until) = match &loaded {
+        Some((record, state)) => (
+            record.totp.as_ref(),
+            state.codes_left(record.backup_codes.binding(), record.backup_codes.len()),
+            (state.locked_until > now).then_some(state.locked_until),
+        ),
+        None => (None, 0, None),
+    };
+    if json {
+        let value = serde_json::json!({
+            "user": user.as_str(),
+            "totp": totp.is_some(),
+            "backup_codes_left": left,
+            "locked_until": locked_until,
+            "keys": [],
+        });
+        println!("{value}");
+        return Ok(());
+    }
+    println!("user: {user}");
+    match (&loaded, totp) {
+        (None, _) => println!("enrolled: no"),
+        (Some(_), Some(key)) => println!(
+            "totp: yes ({}, {} digits, {} s)",
+            key.algorithm.name(),
+            key.digits.get(),
+            key.period
+        ),
+        (Some(_), None) => println!("totp: no"),
+    }
+    if loaded.is_some() {
+        println!("backup codes left: {left}");
+        match locked_until {
+            Some(until) => println!("locked: yes, for {} more min (twofold unlock --user {user})", (until - now).div_ceil(60)),
+            None => println!("locked: no"),
+        }
+    }
+    Ok(())
+}
+
+fn import_google_authenticator(
+    config: &Config,
+    store: &FileStore,
+    user: &UserName,
+    path: &Path,
+    force: bool,
+) -> Result<(), Failure> {
+    prepare_store(config, user)?;
+    let text = read_small_file(path)?;
+    let ga = GoogleAuthenticator::parse(&text).map_err(|e| Failure(format!("{}: {e}", path.display())))?;
+    let codes = BackupCodes::hash(&ga.scratch_codes, Cost::DEFAULT)?;
+    let scratch_count = codes.len();
+    let record = Record {
+        totp: Some(TotpKey { secret: ga.secret, algorithm: Algorithm::Sha1, digits: Digits::SIX, period: ga.period }),
+        window: ga.window,
+        throttle: ga.throttle,
+        backup_codes: codes,
+    };
+    store
+        .replace(user, |current, _state| {
+            if current.is_some() && !force {
+                return Err(EnrollError::AlreadyEnrolled);
+            }
+            Ok((Some(record), ()))
+        })??;
+    audit(user, "imported from google-authenticator");
+    println!(
+        "{user}: imported {} (TOTP, {} s steps, {scratch_count} scratch codes as backup codes)",
+        path.display(),
+        ga.period
+    );
+    Ok(())
+}
+
+fn check(path: &Path, config: &Config) -> Result<(), Failure> {
+    if path.exists() {
+        println!("{}: ok", path.display());
+    } else {
+        println!("{}: absent, using the defaults", path.display());
+    }
+    println!("records: {} ({})", config.records.as_str(), match config.records.location() {
+        RecordsLocation::Central => "central",
+        RecordsLocation::Home => "in each user's home",
+    });
+    println!("nullok: {}", if config.nullok { "on (unenrolled users skip the second factor)" } else { "off" });
+    let mut problems = 0;
+    if config.records.location() == RecordsLocation::Central {
+        let sample = config.records.path_for("user", None).unwrap_or_default();
+        let dir = sample.parent().unwrap_or(Path::new("/"));
+        match std::fs::metadata(dir) {
+            Ok(meta) if !meta.is_dir() => {
+                problems += 1;
+                println!("{}: not a directory", dir.display());
+            }
+            Ok(meta) => {
+                let mode = meta.mode() & 0o7777;
+                if meta.uid() != 0 || mode & 0o022 != 0 {
+                    problems += 1;
+                    println!("{}: unsafe: owner uid {}, mode {mode:04o}; expected root and 0700", dir.display(), meta.uid());
+                } else {
+                    println!("{}: ok (root, {mode:04o})", dir.display());
+                }
+                problems += check_records(config, dir);
+            }
+            Err(e) => {
+                problems += 1;
+                println!("{}: {e}", dir.display());
+            }
+        }
+    }
+    if problems == 0 {
+        println!("no problems found");
+        Ok(())
+    } else {
+        Err(Failure(format!("{problems} problem(s) found")))
+    }
+}
+
+/// Loads every record in a central directory, returning how many have defects.
+fn check_records(config: &Config, dir: &Path) -> usize {
+    let template = config.records.as_str();
+    let Some(name_pattern) = template.rsplit('/').next().filter(|n| n.contains("{user}")) else {
+        return 0;
+    };
+    let (prefix, suffix) = name_pattern.split_once("{user}").unwrap_or((name_pattern, ""));
+    let store = FileStore::new(config.records.clone());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let (mut checked, mut problems) = (0, 0);
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(user) = name
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix(suffix))
+            .and_then(UserName::parse)
+        else {
+            continue;
+        };
+        checked += 1;
+        if let Err(e) = store.load(&user) {
+            problems += 1;
+            println!("{e}");
+        }
+    }
+    println!("records checked: {checked}, with problems: {problems}");
+    problems
+}
+
+/// The user to act on: `named`, or the invoking user. Only root may name someone else.
+fn target_user(named: Option<&str>) -> Result<UserName, Failure> {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let me = Account::by_uid(uid)?.ok_or_else(|| Failure(format!("uid {uid} has no passwd entry")))?;
+    let Some(named) = named else {
+        return Ok(me.name);
+    };
+    let user = UserName::parse(named).ok_or_else(|| Failure(format!("`{named}` is not a valid user name")))?;
+    if uid != 0 && user != me.name {
+        return Err(Failure(format!("only root may act for another user (you are {})", me.name)));
+    }
+    Ok(user)
+}
+
+/// Makes sure the records directory can take a write: creates a missing central directory (as
+/// root) and turns a permission error into advice.
+fn prepare_store(config: &Config, user: &UserName) -> Result<(), Failure> {
+    if config.records.location() != RecordsLocation::Central {
+        return Ok(());
+    }
+    let record = config.records.path_for(user.as_str(), None).unwrap_or_default();
+    let dir = record.parent().unwrap_or(Path::new("/"));
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 && !dir.exists() {
+        std::fs::DirBuilder::new().mode(0o700).create(dir)?;
+    }
+    let writable = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        // SAFETY: the path is a NUL-terminated string that lives across the call.
+        .map(|c| unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0)
+        .unwrap_or(false);
+    if !writable {
+        return Err(Failure(format!(
+            "cannot write {}: records there are root's; ask an administrator to run `sudo twofold enroll --user {user}`",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+fn show_codes(codes: &[Zeroizing<String>], file: Option<File>, path: Option<&Path>) -> Result<(), Failure> {
+    if codes.is_empty() {
+        println!("No backup codes (backup_codes.count is 0).");
+        return Ok(());
+    }
+    let mut text = Zeroizing::new(String::new());
+    for code in codes {
+        text.push_str(&backup::display(code));
+        text.push('\n');
+    }
+    println!("\nBackup codes: each works once, when you do not have your phone.");
+    println!("Store them somewhere safe now; they will not be shown again.\n");
+    print!("{}", text.as_str());
+    if let (Some(mut file), Some(path)) = (file, path) {
+        file.write_all(text.as_bytes()).and_then(|()| file.sync_all())?;
+        println!("\nAlso written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Creates a new file only its owner can read; refuses to overwrite or follow a link.
+fn create_private_file(path: &Path) -> Result<File, Failure> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| Failure(format!("{}: cannot create: {e}", path.display())))
+}
+
+fn read_small_file(path: &Path) -> Result<Zeroizing<String>, Failure> {
+    use std::io::Read;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Failure(format!("{}: cannot open: {e}", path.display())))?;
+    if !file.metadata()?.is_file() {
+        return Err(Failure(format!("{}: not a regular file", path.display())));
+    }
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.take(64 * 1024 + 1).read_to_end(&mut bytes)?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| Failure(format!("{}: not text", path.display())))?;
+    Ok(Zeroizing::new(text.to_string()))
+}
+
+fn ask_line(prompt: &str) -> Result<Zeroizing<String>, Failure> {
+    let mut stderr = io::stderr();
+    if io::stdin().is_terminal() {
+        write!(stderr, "{prompt}")?;
+        stderr.flush()?;
+    }
+    let mut line = Zeroizing::new(String::new());
+    if io::stdin().lock().read_line(&mut line)? == 0 {
+        return Err(Failure("no code given (end of input)".into()));
+    }
+    Ok(Zeroizing::new(line.trim().to_string()))
+}
+
+/// `ABCD EFGH ...`: easier to type from the screen.
+fn group_secret(secret: &Secret) -> String {
+    let text = secret.to_base32();
+    text.as_bytes()
+        .chunks(4)
+        .map(|chunk| String::from_utf8_lossy(chunk).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn audit(user: &UserName, action: &str) {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let by = unsafe { libc::getuid() };
+    log::line("twofold", Level::Notice, &format!("user={user} {action} by uid={by}"));
+}
