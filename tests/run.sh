@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every test. As root on Debian it first installs what the tests need, because the next
+# machine starts bare: Linux-PAM headers, pamtester, oathtool (an independent TOTP oracle) and
+# zbarimg (an independent QR decoder). Root-only tests (real users, /etc/pam.d, pamtester) run
+# when this runs as root; with CI=true they fail instead of skipping when they cannot run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(gcc libpam0g-dev libpam-modules pamtester oathtool zbar-tools passwd)
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "tests/run.sh: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+fi
+
+rm -rf target/root-tests-ran
+cargo test --all-targets "$@"
+
+# Every root-only test leaves a marker; in CI all of them must have run.
+if [ "${CI:-}" = true ]; then
+  expected=$(grep -c '^#\[test\]' tests/root_pam.rs)
+  ran=$(find target/root-tests-ran -type f 2>/dev/null | wc -l)
+  if [ "$ran" -ne "$expected" ]; then
+    echo "tests/run.sh: only $ran of $expected root-only tests ran" >&2
+    exit 1
+  fi
+  echo "tests/run.sh: all $ran root-only tests ran"
+fi
