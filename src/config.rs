@@ -115,7 +115,7 @@ impl Config {
             .metadata()
             .map_err(|cause| ConfigError::Unreadable { path: path.into(), cause })?;
         check_config_metadata(path, &meta)?;
-        let mut text = String::new();
+        let mut text = String::with_capacity(meta.len().min(MAX_CONFIG_BYTES) as usize + 1);
         file.take(MAX_CONFIG_BYTES + 1)
             .read_to_string(&mut text)
             .map_err(|cause| ConfigError::Unreadable { path: path.into(), cause })?;

@@ -102,6 +102,7 @@ impl Store for FileStore {
     fn load(&self, user: &UserName) -> Result<Option<(Record, State)>, StoreError> {
         let place = self.place(user)?;
         let _identity = Identity::assume(place.owner.as_ref())?;
+        place.check_directory()?;
         let Some(record) = place.read_record()? else {
             return Ok(None);
         };
@@ -119,9 +120,7 @@ impl Store for FileStore {
     ) -> Result<Option<T>, StoreError> {
         let place = self.place(user)?;
         let _identity = Identity::assume(place.owner.as_ref())?;
-        if place.read_record()?.is_none() {
-            return Ok(None);
-        }
+        place.check_directory()?;
         let lock = place.lock()?;
         // Re-read under the lock: this is the copy the decision is made on.
         let Some(record) = place.read_record()? else {
@@ -215,8 +214,7 @@ impl Place {
         let Some(mut file) = self.open(&self.record, OpenMode::Read)? else {
             return Ok(None);
         };
-        self.check_directory()?;
-        let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(1024));
+        let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(READ_CHUNK));
         Read::by_ref(&mut file)
             .take(MAX_RECORD_BYTES as u64 + 1)
             .read_to_end(&mut bytes)
@@ -471,6 +469,9 @@ fn sync_directory(file: &Path) -> Result<(), StoreError> {
         .and_then(|d| d.sync_all())
         .map_err(|cause| StoreError::Io { path: dir.into(), action: "sync", cause })
 }
+
+/// Records are a few hundred bytes; one read takes any record this size or smaller.
+const READ_CHUNK: usize = 8192;
 
 fn random_suffix() -> String {
     let mut bytes = [0u8; 8];
