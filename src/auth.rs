@@ -133,7 +133,9 @@ pub fn authenticate<S: Store>(
     };
     let now = clock.now();
     if state.locked_until > now {
-        return Outcome::Locked { retry_after: state.locked_until - now };
+        return Outcome::Locked {
+            retry_after: state.locked_until - now,
+        };
     }
     let answer = match ask(prompter, policy) {
         Ok(answer) => answer,
@@ -157,7 +159,11 @@ pub fn authenticate<S: Store>(
                 Factor::Totp => typed.totp.and_then(|(_, password)| password),
                 Factor::BackupCode => typed.backup.and_then(|(_, password)| password),
             };
-            Outcome::Accepted { factor, codes_left, password: reading }
+            Outcome::Accepted {
+                factor,
+                codes_left,
+                password: reading,
+            }
         }
         Ok(Some(Decision::Denied(denial))) => Outcome::Denied(denial),
         Ok(Some(Decision::Locked(retry_after))) => Outcome::Locked { retry_after },
@@ -175,13 +181,23 @@ struct Typed {
 }
 
 enum Decision {
-    Accepted { factor: Factor, codes_left: Option<usize> },
+    Accepted {
+        factor: Factor,
+        codes_left: Option<usize>,
+    },
     Denied(Denial),
     Locked(u64),
 }
 
-fn ask(prompter: &mut dyn Prompter, policy: &LoginPolicy) -> Result<Zeroizing<String>, PromptError> {
-    let prompt = if policy.forward_pass { PASSWORD_AND_CODE_PROMPT } else { CODE_PROMPT };
+fn ask(
+    prompter: &mut dyn Prompter,
+    policy: &LoginPolicy,
+) -> Result<Zeroizing<String>, PromptError> {
+    let prompt = if policy.forward_pass {
+        PASSWORD_AND_CODE_PROMPT
+    } else {
+        CODE_PROMPT
+    };
     prompter.ask_hidden(prompt)
 }
 
@@ -189,7 +205,10 @@ fn split_answer(answer: &str, forward_pass: bool, record: &Record) -> Option<Typ
     if !forward_pass {
         let totp: String = answer.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
         let backup = Candidate::parse(answer).map(|c| (c, None));
-        return Some(Typed { totp: Some((Zeroizing::new(totp), None)), backup });
+        return Some(Typed {
+            totp: Some((Zeroizing::new(totp), None)),
+            backup,
+        });
     }
     // With forward_pass the code is the tail of the answer, typed without separators.
     let tail = |n: usize| {
@@ -197,7 +216,10 @@ fn split_answer(answer: &str, forward_pass: bool, record: &Record) -> Option<Typ
         answer.is_char_boundary(at).then(|| answer.split_at(at))
     };
     let password = |p: &str| Some(Zeroizing::new(p.to_string()));
-    let digits = record.totp.as_ref().map_or(6, |k| usize::from(k.digits.get()));
+    let digits = record
+        .totp
+        .as_ref()
+        .map_or(6, |k| usize::from(k.digits.get()));
     let totp = tail(digits)
         .filter(|(_, code)| code.bytes().all(|b| b.is_ascii_digit()))
         .map(|(pass, code)| (Zeroizing::new(code.to_string()), password(pass)));
@@ -205,7 +227,7 @@ fn split_answer(answer: &str, forward_pass: bool, record: &Record) -> Option<Typ
     // eight-digit scratch code.
     let backup = [10, 8]
         .into_iter()
-        .filter_map(|n| tail(n))
+        .filter_map(tail)
         .find_map(|(pass, code)| Candidate::parse(code).map(|c| (c, password(pass))));
     (totp.is_some() || backup.is_some()).then_some(Typed { totp, backup })
 }
@@ -221,14 +243,19 @@ fn decide(
     if state.locked_until > now {
         return Decision::Locked(state.locked_until - now);
     }
-    let window = record.window.map_or(policy.window, |w| w.min(policy.window));
+    let window = record
+        .window
+        .map_or(policy.window, |w| w.min(policy.window));
     let mut denial = Denial::WrongCode;
     if let (Some(key), Some((code, _))) = (&record.totp, &typed.totp) {
         match key.verify(code, now, window, state.last_step) {
             Verdict::Accepted(step) => {
                 state.last_step = step;
                 state.failures.clear();
-                return Decision::Accepted { factor: Factor::Totp, codes_left: None };
+                return Decision::Accepted {
+                    factor: Factor::Totp,
+                    codes_left: None,
+                };
             }
             Verdict::Replayed => denial = Denial::ReplayedCode,
             Verdict::Wrong => {}
@@ -252,7 +279,10 @@ fn decide(
             state.spend_code(binding, index);
             state.failures.clear();
             let left = state.codes_left(binding, record.backup_codes.len());
-            return Decision::Accepted { factor: Factor::BackupCode, codes_left: Some(left) };
+            return Decision::Accepted {
+                factor: Factor::BackupCode,
+                codes_left: Some(left),
+            };
         }
     }
     count_failure(state, effective_throttle(record, &policy.throttle), now);
@@ -331,5 +361,410 @@ impl Denial {
             Denial::SpentBackupCode => "spent-backup-code",
             Denial::WrongCode => "wrong-code",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::backup::{BackupCodes, Cost};
+    use crate::record::UserThrottle;
+    use crate::totp::{Algorithm, Digits, Secret, TotpKey};
+
+    /// A store in memory, with the same contract as the file store.
+    #[derive(Default)]
+    struct MemoryStore {
+        users: RefCell<HashMap<String, (Record, State)>>,
+    }
+
+    impl Store for MemoryStore {
+        fn load(&self, user: &UserName) -> Result<Option<(Record, State)>, StoreError> {
+            Ok(self.users.borrow().get(user.as_str()).cloned())
+        }
+
+        fn update<T>(
+            &self,
+            user: &UserName,
+            change: impl FnOnce(&Record, &mut State) -> T,
+        ) -> Result<Option<T>, StoreError> {
+            let mut users = self.users.borrow_mut();
+            Ok(users
+                .get_mut(user.as_str())
+                .map(|(record, state)| change(record, state)))
+        }
+
+        fn replace<T, E>(
+            &self,
+            user: &UserName,
+            change: impl FnOnce(Option<&Record>, &mut State) -> Result<(Option<Record>, T), E>,
+        ) -> Result<Result<T, E>, StoreError> {
+            let mut users = self.users.borrow_mut();
+            let current = users.get(user.as_str()).cloned();
+            let mut state = current.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
+            match change(current.as_ref().map(|(r, _)| r), &mut state) {
+                Ok((Some(record), result)) => {
+                    users.insert(user.as_str().into(), (record, state));
+                    Ok(Ok(result))
+                }
+                Ok((None, result)) => {
+                    users.remove(user.as_str());
+                    Ok(Ok(result))
+                }
+                Err(e) => Ok(Err(e)),
+            }
+        }
+    }
+
+    struct Script {
+        answers: Vec<&'static str>,
+        prompts: Vec<String>,
+    }
+
+    impl Prompter for Script {
+        fn ask_hidden(&mut self, prompt: &str) -> Result<Zeroizing<String>, PromptError> {
+            self.prompts.push(prompt.into());
+            if self.answers.is_empty() {
+                return Err(PromptError("hung up".into()));
+            }
+            Ok(Zeroizing::new(self.answers.remove(0).to_string()))
+        }
+        fn ask_visible(&mut self, prompt: &str) -> Result<Zeroizing<String>, PromptError> {
+            self.ask_hidden(prompt)
+        }
+        fn info(&mut self, _: &str) {}
+        fn error(&mut self, _: &str) {}
+    }
+
+    struct At(u64);
+
+    impl Clock for At {
+        fn now(&self) -> u64 {
+            self.0
+        }
+    }
+
+    const NOW: u64 = 1_800_000_015;
+
+    fn key() -> TotpKey {
+        TotpKey {
+            secret: Secret::from_base32("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP").unwrap(),
+            algorithm: Algorithm::Sha1,
+            digits: Digits::SIX,
+            period: 30,
+        }
+    }
+
+    fn policy() -> LoginPolicy {
+        LoginPolicy {
+            window: 1,
+            throttle: ThrottlePolicy {
+                max_failures: 3,
+                window_secs: 300,
+                lock_secs: 600,
+            },
+            nullok: false,
+            forward_pass: false,
+        }
+    }
+
+    fn alice() -> UserName {
+        UserName::parse("alice").unwrap()
+    }
+
+    /// A store with alice enrolled, and her plain backup codes.
+    fn enrolled() -> (MemoryStore, Vec<String>) {
+        let codes = BackupCodes::generate(
+            3,
+            Cost {
+                m_kib: 64,
+                t: 1,
+                p: 1,
+            },
+        )
+        .unwrap();
+        let record = Record {
+            totp: Some(key()),
+            window: None,
+            throttle: None,
+            backup_codes: codes.hashed,
+        };
+        let store = MemoryStore::default();
+        store
+            .users
+            .borrow_mut()
+            .insert("alice".into(), (record, State::default()));
+        (store, codes.plain.iter().map(|c| c.to_string()).collect())
+    }
+
+    fn login(
+        store: &MemoryStore,
+        policy: &LoginPolicy,
+        answer: &str,
+        now: u64,
+    ) -> (Outcome, Vec<String>) {
+        let answer: &'static str = Box::leak(answer.to_string().into_boxed_str());
+        let mut script = Script {
+            answers: vec![answer],
+            prompts: vec![],
+        };
+        let outcome = authenticate(store, Some(&alice()), policy, &mut script, &At(now));
+        (outcome, script.prompts)
+    }
+
+    fn code(offset_steps: i64) -> String {
+        let k = key();
+        k.code_at_step((k.step_of(NOW) as i64 + offset_steps) as u64)
+            .to_string()
+    }
+
+    #[test]
+    fn right_code_is_accepted_once() {
+        let (store, _) = enrolled();
+        let (outcome, prompts) = login(&store, &policy(), &code(0), NOW);
+        assert!(matches!(
+            outcome,
+            Outcome::Accepted {
+                factor: Factor::Totp,
+                ..
+            }
+        ));
+        assert_eq!(prompts, [CODE_PROMPT]);
+        let (outcome, _) = login(&store, &policy(), &code(0), NOW);
+        assert!(matches!(outcome, Outcome::Denied(Denial::ReplayedCode)));
+    }
+
+    #[test]
+    fn an_older_step_after_a_newer_one_is_a_replay() {
+        let (store, _) = enrolled();
+        assert!(matches!(
+            login(&store, &policy(), &code(1), NOW).0,
+            Outcome::Accepted { .. }
+        ));
+        assert!(matches!(
+            login(&store, &policy(), &code(0), NOW).0,
+            Outcome::Denied(Denial::ReplayedCode)
+        ));
+    }
+
+    #[test]
+    fn code_with_spaces_and_dashes_is_accepted() {
+        let (store, _) = enrolled();
+        let c = code(0);
+        let typed = format!("{} {}-", &c[..3], &c[3..]);
+        assert!(matches!(
+            login(&store, &policy(), &typed, NOW).0,
+            Outcome::Accepted { .. }
+        ));
+    }
+
+    #[test]
+    fn backup_code_works_once_and_counts_down() {
+        let (store, plain) = enrolled();
+        let (outcome, _) = login(&store, &policy(), &plain[1].to_uppercase(), NOW);
+        assert!(matches!(
+            outcome,
+            Outcome::Accepted {
+                factor: Factor::BackupCode,
+                codes_left: Some(2),
+                ..
+            }
+        ));
+        let (outcome, _) = login(&store, &policy(), &plain[1], NOW);
+        assert!(matches!(outcome, Outcome::Denied(Denial::SpentBackupCode)));
+    }
+
+    #[test]
+    fn failures_lock_the_second_factor_without_a_prompt() {
+        let (store, _) = enrolled();
+        for _ in 0..3 {
+            assert!(matches!(
+                login(&store, &policy(), "000000", NOW).0,
+                Outcome::Denied(_)
+            ));
+        }
+        let (outcome, prompts) = login(&store, &policy(), &code(0), NOW + 10);
+        assert!(matches!(outcome, Outcome::Locked { retry_after: 590 }));
+        assert!(prompts.is_empty());
+        // After the lock a right code works again.
+        let later = NOW + 700;
+        let k = key();
+        let fresh = k.code_at_step(k.step_of(later)).to_string();
+        assert!(matches!(
+            login(&store, &policy(), &fresh, later).0,
+            Outcome::Accepted { .. }
+        ));
+    }
+
+    #[test]
+    fn old_failures_fall_out_of_the_window() {
+        let (store, _) = enrolled();
+        login(&store, &policy(), "000000", NOW);
+        login(&store, &policy(), "000000", NOW);
+        // 301 s later the first two no longer count.
+        login(&store, &policy(), "000000", NOW + 301);
+        let (outcome, _) = login(&store, &policy(), "000000", NOW + 302);
+        assert!(matches!(outcome, Outcome::Denied(_)));
+        let state = store.users.borrow()["alice"].1.clone();
+        assert_eq!(state.locked_until, 0);
+        assert_eq!(state.failures, vec![NOW + 301, NOW + 302]);
+    }
+
+    #[test]
+    fn a_users_own_limit_only_tightens() {
+        let (store, _) = enrolled();
+        store
+            .users
+            .borrow_mut()
+            .get_mut("alice")
+            .unwrap()
+            .0
+            .throttle = Some(UserThrottle {
+            max_failures: 1,
+            window_secs: 10,
+        });
+        login(&store, &policy(), "000000", NOW);
+        assert!(matches!(
+            login(&store, &policy(), &code(0), NOW).0,
+            Outcome::Locked { .. }
+        ));
+    }
+
+    #[test]
+    fn a_users_wider_window_is_ignored() {
+        let (store, _) = enrolled();
+        store.users.borrow_mut().get_mut("alice").unwrap().0.window = Some(5);
+        assert!(matches!(
+            login(&store, &policy(), &code(-3), NOW).0,
+            Outcome::Denied(Denial::WrongCode)
+        ));
+        store.users.borrow_mut().get_mut("alice").unwrap().0.window = Some(0);
+        assert!(matches!(
+            login(&store, &policy(), &code(-1), NOW).0,
+            Outcome::Denied(Denial::WrongCode)
+        ));
+    }
+
+    #[test]
+    fn unenrolled_user_is_prompted_then_denied() {
+        let store = MemoryStore::default();
+        let (outcome, prompts) = login(&store, &policy(), "123456", NOW);
+        assert!(matches!(outcome, Outcome::Denied(Denial::NotEnrolled)));
+        assert_eq!(prompts, [CODE_PROMPT]);
+    }
+
+    #[test]
+    fn unenrolled_user_is_skipped_with_nullok() {
+        let store = MemoryStore::default();
+        let policy = LoginPolicy {
+            nullok: true,
+            ..policy()
+        };
+        let (outcome, prompts) = login(&store, &policy, "123456", NOW);
+        assert!(matches!(outcome, Outcome::NotEnrolledSkipped));
+        assert!(prompts.is_empty());
+    }
+
+    #[test]
+    fn forward_pass_splits_password_and_code() {
+        let (store, plain) = enrolled();
+        let policy = LoginPolicy {
+            forward_pass: true,
+            ..policy()
+        };
+        let (outcome, prompts) = login(&store, &policy, &format!("hunter2{}", code(0)), NOW);
+        assert_eq!(prompts, [PASSWORD_AND_CODE_PROMPT]);
+        let Outcome::Accepted {
+            password: Some(password),
+            ..
+        } = outcome
+        else {
+            panic!("not accepted: {outcome:?}");
+        };
+        assert_eq!(password.as_str(), "hunter2");
+        let (outcome, _) = login(&store, &policy, &format!("pass 99{}", plain[0]), NOW);
+        let Outcome::Accepted {
+            factor: Factor::BackupCode,
+            password: Some(password),
+            ..
+        } = outcome
+        else {
+            panic!("not accepted: {outcome:?}");
+        };
+        assert_eq!(password.as_str(), "pass 99");
+    }
+
+    #[test]
+    fn forward_pass_without_a_code_is_denied_and_counted() {
+        let (store, _) = enrolled();
+        let policy = LoginPolicy {
+            forward_pass: true,
+            ..policy()
+        };
+        let (outcome, _) = login(&store, &policy, "pw", NOW);
+        assert!(matches!(outcome, Outcome::Denied(Denial::NoCode)));
+        assert_eq!(store.users.borrow()["alice"].1.failures.len(), 1);
+    }
+
+    #[test]
+    fn hang_up_at_the_prompt_is_a_conversation_failure() {
+        let (store, _) = enrolled();
+        let mut script = Script {
+            answers: vec![],
+            prompts: vec![],
+        };
+        let outcome = authenticate(&store, Some(&alice()), &policy(), &mut script, &At(NOW));
+        assert!(matches!(outcome, Outcome::ConversationFailed(_)));
+    }
+
+    #[test]
+    fn codes_regenerated_during_the_prompt_are_checked_against_the_new_set() {
+        let (store, old) = enrolled();
+        // The typed code was hashed for the old set; the decision sees the new one.
+        let new = BackupCodes::generate(
+            2,
+            Cost {
+                m_kib: 64,
+                t: 1,
+                p: 1,
+            },
+        )
+        .unwrap();
+        let typed = Candidate::parse(&old[0]).unwrap();
+        let stale = store.users.borrow()["alice"]
+            .0
+            .backup_codes
+            .hash_candidate(&typed);
+        store
+            .users
+            .borrow_mut()
+            .get_mut("alice")
+            .unwrap()
+            .0
+            .backup_codes = new.hashed;
+        let typed_new = Typed {
+            totp: None,
+            backup: Some((Candidate::parse(&new.plain[0]).unwrap(), None)),
+        };
+        let users = store.users.borrow();
+        let (record, state) = &users["alice"];
+        let mut state = state.clone();
+        let decision = decide(
+            record,
+            &mut state,
+            &typed_new,
+            stale.as_ref(),
+            &policy(),
+            NOW,
+        );
+        assert!(matches!(
+            decision,
+            Decision::Accepted {
+                factor: Factor::BackupCode,
+                ..
+            }
+        ));
     }
 }

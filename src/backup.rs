@@ -64,11 +64,19 @@ pub enum BackupCodeError {
 
 impl Cost {
     /// OWASP's recommended argon2id minimum: 19 MiB, 2 passes; about 50 ms here.
-    pub const DEFAULT: Cost = Cost { m_kib: 19 * 1024, t: 2, p: 1 };
+    pub const DEFAULT: Cost = Cost {
+        m_kib: 19 * 1024,
+        t: 2,
+        p: 1,
+    };
 
     fn argon2(self) -> Option<Argon2<'static>> {
         let params = Params::new(self.m_kib, self.t, self.p, Some(HASH_LEN)).ok()?;
-        Some(Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params))
+        Some(Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            params,
+        ))
     }
 
     fn in_range(self) -> bool {
@@ -81,7 +89,11 @@ impl Cost {
 impl BackupCodes {
     /// An empty set (no backup codes).
     pub fn empty() -> BackupCodes {
-        BackupCodes { cost: Cost::DEFAULT, salt: Vec::new(), hashes: Vec::new() }
+        BackupCodes {
+            cost: Cost::DEFAULT,
+            salt: Vec::new(),
+            hashes: Vec::new(),
+        }
     }
 
     /// Generates `count` new random codes.
@@ -130,7 +142,13 @@ impl BackupCodes {
                 return Err(BackupCodeError::CostOutOfRange(index));
             }
             match &mut set {
-                None => set = Some(BackupCodes { cost, salt, hashes: vec![hash] }),
+                None => {
+                    set = Some(BackupCodes {
+                        cost,
+                        salt,
+                        hashes: vec![hash],
+                    })
+                }
                 Some(set) if set.cost == cost && set.salt == salt => set.hashes.push(hash),
                 Some(_) => return Err(BackupCodeError::Mixed(index)),
             }
@@ -190,7 +208,10 @@ impl BackupCodes {
         argon2
             .hash_password_into(candidate.0.as_bytes(), &self.salt, hash.as_mut())
             .ok()?;
-        Some(CandidateHash { binding: self.binding(), hash })
+        Some(CandidateHash {
+            binding: self.binding(),
+            hash,
+        })
     }
 
     /// The index of the code matching `hashed`, compared in constant time against every entry.
@@ -229,8 +250,8 @@ impl Candidate {
                 _ => return None,
             }
         }
-        let ours = normalized.len() == CODE_LEN
-            && normalized.bytes().all(|b| ALPHABET.contains(&b));
+        let ours =
+            normalized.len() == CODE_LEN && normalized.bytes().all(|b| ALPHABET.contains(&b));
         let scratch = normalized.len() == 8 && normalized.bytes().all(|b| b.is_ascii_digit());
         (ours || scratch).then_some(Candidate(normalized))
     }
@@ -294,7 +315,11 @@ fn parse_phc(entry: &str) -> Option<(Cost, Vec<u8>, [u8; HASH_LEN])> {
     }
     let (m, rest) = params.split_once(",t=")?;
     let (t, p) = rest.split_once(",p=")?;
-    let cost = Cost { m_kib: m.parse().ok()?, t: t.parse().ok()?, p: p.parse().ok()? };
+    let cost = Cost {
+        m_kib: m.parse().ok()?,
+        t: t.parse().ok()?,
+        p: p.parse().ok()?,
+    };
     Some((cost, salt, hash.try_into().ok()?))
 }
 
@@ -315,7 +340,11 @@ mod tests {
     use super::*;
 
     /// Cheap parameters keep unit tests fast; the format is the same.
-    const TEST_COST: Cost = Cost { m_kib: 64, t: 1, p: 1 };
+    const TEST_COST: Cost = Cost {
+        m_kib: 64,
+        t: 1,
+        p: 1,
+    };
 
     #[test]
     fn generated_codes_are_distinct_and_well_formed() {
@@ -336,14 +365,20 @@ mod tests {
     fn typed_code_is_found_with_spaces_dashes_and_capitals() {
         let new = BackupCodes::generate(3, TEST_COST).unwrap();
         let typed = display(&new.plain[1]).to_uppercase().replace('-', " - ");
-        let hashed = new.hashed.hash_candidate(&Candidate::parse(&typed).unwrap()).unwrap();
+        let hashed = new
+            .hashed
+            .hash_candidate(&Candidate::parse(&typed).unwrap())
+            .unwrap();
         assert_eq!(new.hashed.find(&hashed), Some(1));
     }
 
     #[test]
     fn wrong_code_is_not_found() {
         let new = BackupCodes::generate(3, TEST_COST).unwrap();
-        let hashed = new.hashed.hash_candidate(&Candidate::parse("abcdefghjk").unwrap()).unwrap();
+        let hashed = new
+            .hashed
+            .hash_candidate(&Candidate::parse("abcdefghjk").unwrap())
+            .unwrap();
         assert_eq!(new.hashed.find(&hashed), None);
     }
 
@@ -354,7 +389,9 @@ mod tests {
         assert!(stored[0].starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
         let parsed = BackupCodes::from_phc(&stored).unwrap();
         assert_eq!(parsed, new.hashed);
-        let hashed = parsed.hash_candidate(&Candidate::parse(&new.plain[0]).unwrap()).unwrap();
+        let hashed = parsed
+            .hash_candidate(&Candidate::parse(&new.plain[0]).unwrap())
+            .unwrap();
         assert_eq!(parsed.find(&hashed), Some(0));
     }
 
@@ -362,7 +399,10 @@ mod tests {
     fn hash_for_another_set_never_matches() {
         let a = BackupCodes::generate(2, TEST_COST).unwrap();
         let b = BackupCodes::hash(&a.plain, TEST_COST).unwrap();
-        let hashed = a.hashed.hash_candidate(&Candidate::parse(&a.plain[0]).unwrap()).unwrap();
+        let hashed = a
+            .hashed
+            .hash_candidate(&Candidate::parse(&a.plain[0]).unwrap())
+            .unwrap();
         assert_eq!(b.find(&hashed), None);
         assert_ne!(a.hashed.binding(), b.binding());
     }
@@ -371,20 +411,33 @@ mod tests {
     fn imported_scratch_codes_work() {
         let scratch = vec![Zeroizing::new("12345678".to_string())];
         let set = BackupCodes::hash(&scratch, TEST_COST).unwrap();
-        let hashed = set.hash_candidate(&Candidate::parse("1234 5678").unwrap()).unwrap();
+        let hashed = set
+            .hash_candidate(&Candidate::parse("1234 5678").unwrap())
+            .unwrap();
         assert_eq!(set.find(&hashed), Some(0));
     }
 
     #[test]
     fn shapes_that_are_not_backup_codes_are_refused() {
-        for typed in ["123456", "1234567", "abcdefghj", "abcdefghjkm", "abcdefghj0", "12345678\0", "äbcdefghjk"] {
+        for typed in [
+            "123456",
+            "1234567",
+            "abcdefghj",
+            "abcdefghjkm",
+            "abcdefghj0",
+            "12345678\0",
+            "äbcdefghjk",
+        ] {
             assert!(Candidate::parse(typed).is_none(), "{typed:?}");
         }
     }
 
     #[test]
     fn malformed_and_mixed_entries_are_refused() {
-        assert_eq!(BackupCodes::from_phc(&["$argon2i$x"]), Err(BackupCodeError::Malformed(0)));
+        assert_eq!(
+            BackupCodes::from_phc(&["$argon2i$x"]),
+            Err(BackupCodeError::Malformed(0))
+        );
         let a = BackupCodes::generate(1, TEST_COST).unwrap().hashed.to_phc();
         let b = BackupCodes::generate(1, TEST_COST).unwrap().hashed.to_phc();
         assert_eq!(
@@ -392,6 +445,9 @@ mod tests {
             Err(BackupCodeError::Mixed(1))
         );
         let huge = a[0].replace("m=64,", "m=99999999,");
-        assert_eq!(BackupCodes::from_phc(&[huge]), Err(BackupCodeError::CostOutOfRange(0)));
+        assert_eq!(
+            BackupCodes::from_phc(&[huge]),
+            Err(BackupCodeError::CostOutOfRange(0))
+        );
     }
 }

@@ -91,12 +91,21 @@ pub enum ConfigError {
     UnknownOption(String),
     /// A module argument that needs a value and has none, such as `config=`.
     MissingOptionValue(String),
+    /// `config=` names a relative path.
+    RelativeConfigPath(String),
     /// The file exists but could not be read.
-    Unreadable { path: PathBuf, cause: std::io::Error },
+    Unreadable {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
     /// The file is writable by someone other than root (or the account running the check).
     Unsafe { path: PathBuf, why: String },
     /// The file is not valid TOML, has an unknown key, a wrong type or a value out of range.
-    Invalid { path: PathBuf, line: Option<usize>, message: String },
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
 }
 
 impl Config {
@@ -109,16 +118,25 @@ impl Config {
         {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
-            Err(cause) => return Err(ConfigError::Unreadable { path: path.into(), cause }),
+            Err(cause) => {
+                return Err(ConfigError::Unreadable {
+                    path: path.into(),
+                    cause,
+                })
+            }
         };
-        let meta = file
-            .metadata()
-            .map_err(|cause| ConfigError::Unreadable { path: path.into(), cause })?;
+        let meta = file.metadata().map_err(|cause| ConfigError::Unreadable {
+            path: path.into(),
+            cause,
+        })?;
         check_config_metadata(path, &meta)?;
         let mut text = String::with_capacity(meta.len().min(MAX_CONFIG_BYTES) as usize + 1);
         file.take(MAX_CONFIG_BYTES + 1)
             .read_to_string(&mut text)
-            .map_err(|cause| ConfigError::Unreadable { path: path.into(), cause })?;
+            .map_err(|cause| ConfigError::Unreadable {
+                path: path.into(),
+                cause,
+            })?;
         if text.len() as u64 > MAX_CONFIG_BYTES {
             return Err(ConfigError::Invalid {
                 path: path.into(),
@@ -134,7 +152,7 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Invalid {
             path: path.into(),
             line: e.span().map(|span| line_of(text, span.start)),
-            message: e.message().trim_end().to_string(),
+            message: one_line(e.message()),
         })?;
         Ok(raw.into())
     }
@@ -159,7 +177,12 @@ impl ModuleArgs {
             let arg = arg.as_ref();
             match arg.split_once('=') {
                 Some(("config", "")) => return Err(ConfigError::MissingOptionValue(arg.into())),
+                // A relative path would resolve against whatever directory the caller runs in.
+                Some(("config", path)) if !path.starts_with('/') => {
+                    return Err(ConfigError::RelativeConfigPath(path.into()))
+                }
                 Some(("config", path)) => parsed.config_path = Some(PathBuf::from(path)),
+                None if arg == "config" => return Err(ConfigError::MissingOptionValue(arg.into())),
                 None if arg == "debug" => parsed.debug = true,
                 None if arg == "forward_pass" => parsed.forward_pass = true,
                 None if arg == "nullok" => parsed.nullok = true,
@@ -204,7 +227,9 @@ impl RecordsTemplate {
         if body.split('/').any(|part| part == "..") {
             return Err("must not contain `..`".into());
         }
-        Ok(RecordsTemplate { template: template.to_string() })
+        Ok(RecordsTemplate {
+            template: template.to_string(),
+        })
     }
 
     /// Where records live.
@@ -243,15 +268,28 @@ impl fmt::Display for ConfigError {
                 f,
                 "unknown option `{arg}` (known: config=PATH, nullok, forward_pass, debug)"
             ),
-            ConfigError::MissingOptionValue(arg) => write!(f, "option `{arg}` needs a value"),
+            ConfigError::MissingOptionValue(arg) => {
+                write!(f, "option `{arg}` needs a value (config=/absolute/path)")
+            }
+            ConfigError::RelativeConfigPath(path) => {
+                write!(f, "config={} must be an absolute path", one_line(path))
+            }
             ConfigError::Unreadable { path, cause } => {
                 write!(f, "{}: cannot read: {cause}", path.display())
             }
             ConfigError::Unsafe { path, why } => write!(f, "{}: unsafe: {why}", path.display()),
-            ConfigError::Invalid { path, line: Some(line), message } => {
+            ConfigError::Invalid {
+                path,
+                line: Some(line),
+                message,
+            } => {
                 write!(f, "{}:{line}: {message}", path.display())
             }
-            ConfigError::Invalid { path, line: None, message } => {
+            ConfigError::Invalid {
+                path,
+                line: None,
+                message,
+            } => {
                 write!(f, "{}: {message}", path.display())
             }
         }
@@ -263,7 +301,10 @@ impl std::error::Error for ConfigError {}
 /// The config only needs to be trusted as much as the account that reads it: it must belong to
 /// root or to that account, and nobody else may write it.
 fn check_config_metadata(path: &Path, meta: &fs::Metadata) -> Result<(), ConfigError> {
-    let unsafe_because = |why: String| ConfigError::Unsafe { path: path.into(), why };
+    let unsafe_because = |why: String| ConfigError::Unsafe {
+        path: path.into(),
+        why,
+    };
     if !meta.file_type().is_file() {
         return Err(unsafe_because("not a regular file".into()));
     }
@@ -284,13 +325,30 @@ fn check_config_metadata(path: &Path, meta: &fs::Metadata) -> Result<(), ConfigE
     Ok(())
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
+/// The line (from 1) that byte `offset` of `text` is on.
+pub fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()
         .iter()
         .take(offset)
         .filter(|&&b| b == b'\n')
         .count()
         + 1
+}
+
+/// Makes text taken from a file safe for a one-line message: control characters (newlines,
+/// terminal escapes) are escaped, so a hostile file cannot forge log lines or drive a terminal.
+pub fn one_line(text: &str) -> String {
+    text.trim_end()
+        .chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 /// The host name, for the default issuer.
@@ -354,7 +412,9 @@ impl Default for RawConfig {
     fn default() -> Self {
         RawConfig {
             issuer: None,
-            records: RecordsTemplate { template: DEFAULT_RECORDS.into() },
+            records: RecordsTemplate {
+                template: DEFAULT_RECORDS.into(),
+            },
             nullok: false,
             totp: RawTotp::default(),
             backup_codes: RawBackupCodes::default(),
@@ -365,7 +425,12 @@ impl Default for RawConfig {
 
 impl Default for RawTotp {
     fn default() -> Self {
-        RawTotp { algorithm: Algorithm::Sha1, digits: Digits::SIX, period: 30, window: 1 }
+        RawTotp {
+            algorithm: Algorithm::Sha1,
+            digits: Digits::SIX,
+            period: 30,
+            window: 1,
+        }
     }
 }
 
@@ -377,7 +442,11 @@ impl Default for RawBackupCodes {
 
 impl Default for RawThrottle {
     fn default() -> Self {
-        RawThrottle { max_failures: 5, window_secs: 300, lock_secs: 900 }
+        RawThrottle {
+            max_failures: 5,
+            window_secs: 300,
+            lock_secs: 900,
+        }
     }
 }
 
@@ -393,7 +462,9 @@ impl From<RawConfig> for Config {
                 period: raw.totp.period,
                 window: raw.totp.window,
             },
-            backup_codes: BackupCodePolicy { count: raw.backup_codes.count },
+            backup_codes: BackupCodePolicy {
+                count: raw.backup_codes.count,
+            },
             throttle: ThrottlePolicy {
                 max_failures: raw.throttle.max_failures,
                 window_secs: raw.throttle.window_secs,
@@ -405,7 +476,11 @@ impl From<RawConfig> for Config {
 
 fn issuer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let issuer = String::deserialize(d)?;
-    if issuer.is_empty() || issuer.len() > 64 || issuer.contains(':') || issuer.chars().any(char::is_control) {
+    if issuer.is_empty()
+        || issuer.chars().count() > 64
+        || issuer.contains(':')
+        || issuer.chars().any(char::is_control)
+    {
         return Err(D::Error::custom(
             "issuer: expected 1 to 64 characters, without `:` or control characters",
         ));
@@ -443,7 +518,13 @@ fn code_count<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
 }
 
 fn max_failures<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
-    ranged(d, "throttle.max_failures", 1, crate::state::MAX_FAILURES as i64).map(|v| v as u8)
+    ranged(
+        d,
+        "throttle.max_failures",
+        1,
+        crate::state::MAX_FAILURES as i64,
+    )
+    .map(|v| v as u8)
 }
 
 fn throttle_window<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
@@ -512,7 +593,9 @@ mod tests {
     fn wrong_type_is_an_error() {
         let err = parse("nullok = \"yes\"\n").unwrap_err().to_string();
         assert!(err.contains(":1:"), "{err}");
-        let err = parse("[totp]\nalgorithm = \"MD5\"\n").unwrap_err().to_string();
+        let err = parse("[totp]\nalgorithm = \"MD5\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("SHA1"), "{err}");
     }
 
@@ -535,7 +618,8 @@ mod tests {
 
     #[test]
     fn module_args_are_strict() {
-        let args = ModuleArgs::parse(&["nullok", "forward_pass", "debug", "config=/x.toml"]).unwrap();
+        let args =
+            ModuleArgs::parse(&["nullok", "forward_pass", "debug", "config=/x.toml"]).unwrap();
         assert!(args.nullok && args.forward_pass && args.debug);
         assert_eq!(args.config_path(), Path::new("/x.toml"));
         assert!(matches!(

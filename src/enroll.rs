@@ -73,12 +73,15 @@ impl Pending {
         replace: bool,
     ) -> Result<(), EnrollError> {
         let code: String = code.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
-        let done = store
+        store
             .replace(user, |current, state| {
                 if current.is_some() && !replace {
                     return Err(EnrollError::AlreadyEnrolled);
                 }
-                match self.key.verify(&code, now, config.totp.window, state.last_step) {
+                match self
+                    .key
+                    .verify(&code, now, config.totp.window, state.last_step)
+                {
                     Verdict::Accepted(step) => state.last_step = step,
                     Verdict::Replayed => return Err(EnrollError::ReplayedCode),
                     Verdict::Wrong => return Err(EnrollError::WrongCode),
@@ -94,8 +97,7 @@ impl Pending {
                 };
                 Ok((Some(record), ()))
             })
-            .map_err(EnrollError::Store)?;
-        done
+            .map_err(EnrollError::Store)?
     }
 }
 
@@ -144,9 +146,9 @@ impl fmt::Display for EnrollError {
             EnrollError::AlreadyEnrolled => {
                 f.write_str("already enrolled; use --force to replace the enrollment")
             }
-            EnrollError::WrongCode => f.write_str(
-                "that is not the current code; check the phone's clock and try again",
-            ),
+            EnrollError::WrongCode => {
+                f.write_str("that is not the current code; check the phone's clock and try again")
+            }
             EnrollError::ReplayedCode => {
                 f.write_str("that code was already used; wait for the next one")
             }

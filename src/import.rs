@@ -66,7 +66,10 @@ impl GoogleAuthenticator {
                 let mut words = option.split_whitespace();
                 let name = words.next().unwrap_or_default();
                 let values: Vec<&str> = words.collect();
-                let bad = || ImportError::BadOption { line: number, option: name.to_string() };
+                let bad = || ImportError::BadOption {
+                    line: number,
+                    option: name.to_string(),
+                };
                 let number_at = |i: usize| -> Result<u32, ImportError> {
                     values.get(i).and_then(|v| v.parse().ok()).ok_or_else(bad)
                 };
@@ -74,10 +77,16 @@ impl GoogleAuthenticator {
                     "TOTP_AUTH" => totp = true,
                     "HOTP_COUNTER" => return Err(ImportError::Hotp),
                     "STEP_SIZE" => {
-                        parsed.period = number_at(0).ok().filter(|p| (10..=300).contains(p)).ok_or_else(bad)?;
+                        parsed.period = number_at(0)
+                            .ok()
+                            .filter(|p| (10..=300).contains(p))
+                            .ok_or_else(bad)?;
                     }
                     "WINDOW_SIZE" => {
-                        let codes = number_at(0).ok().filter(|w| (1..=21).contains(w)).ok_or_else(bad)?;
+                        let codes = number_at(0)
+                            .ok()
+                            .filter(|w| (1..=21).contains(w))
+                            .ok_or_else(bad)?;
                         parsed.window = u8::try_from((codes - 1) / 2).ok();
                     }
                     "RATE_LIMIT" => {
@@ -136,14 +145,21 @@ mod tests {
         assert_eq!(ga.secret.to_base32().as_str(), "JBSWY3DPEHPK3PXP");
         assert_eq!(ga.period, 30);
         assert_eq!(ga.window, Some(8));
-        assert_eq!(ga.throttle, Some(UserThrottle { max_failures: 3, window_secs: 30 }));
+        assert_eq!(
+            ga.throttle,
+            Some(UserThrottle {
+                max_failures: 3,
+                window_secs: 30
+            })
+        );
         assert_eq!(ga.scratch_codes.len(), 2);
         assert_eq!(ga.scratch_codes[1].as_str(), "87654321");
     }
 
     #[test]
     fn step_size_is_kept() {
-        let ga = GoogleAuthenticator::parse("JBSWY3DPEHPK3PXP\n\" STEP_SIZE 60\n\" TOTP_AUTH\n").unwrap();
+        let ga = GoogleAuthenticator::parse("JBSWY3DPEHPK3PXP\n\" STEP_SIZE 60\n\" TOTP_AUTH\n")
+            .unwrap();
         assert_eq!(ga.period, 60);
         assert_eq!(ga.window, None);
     }
@@ -160,7 +176,10 @@ mod tests {
         let cases = [
             ("!!\n\" TOTP_AUTH\n", "line 1"),
             ("JBSWY3DPEHPK3PXP\n\" TOTP_AUTH\nhello\n", "line 3"),
-            ("JBSWY3DPEHPK3PXP\n\" STEP_SIZE x\n\" TOTP_AUTH\n", "line 2: malformed STEP_SIZE"),
+            (
+                "JBSWY3DPEHPK3PXP\n\" STEP_SIZE x\n\" TOTP_AUTH\n",
+                "line 2: malformed STEP_SIZE",
+            ),
             ("JBSWY3DPEHPK3PXP\n12345678\n", "TOTP_AUTH"),
             ("", "empty"),
         ];

@@ -93,7 +93,11 @@ mod tests {
             let drawn = render(URI, style).unwrap();
             for line in drawn.lines() {
                 let visible = line.replace("\x1b[30;107m", "").replace("\x1b[0m", "");
-                assert!(visible.chars().count() <= 80, "{} columns", visible.chars().count());
+                assert!(
+                    visible.chars().count() <= 80,
+                    "{} columns",
+                    visible.chars().count()
+                );
             }
         }
     }
@@ -102,7 +106,12 @@ mod tests {
     fn rendering_matches_the_module_matrix() {
         let drawn = render(URI, QrStyle::Ansi).unwrap();
         let matrix = modules(URI).unwrap();
-        let first = drawn.lines().nth(1).unwrap().replace("\x1b[30;107m", "").replace("\x1b[0m", "");
+        let first = drawn
+            .lines()
+            .nth(1)
+            .unwrap()
+            .replace("\x1b[30;107m", "")
+            .replace("\x1b[0m", "");
         for (x, c) in first.chars().enumerate() {
             let expected = match (matrix[2][x], matrix[3][x]) {
                 (true, true) => '█',

@@ -8,6 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::backup::{BackupCodeError, BackupCodes};
+use crate::config::{line_of, one_line};
 use crate::totp::{Algorithm, Digits, Secret, TotpKey};
 
 /// The only record format version this build reads and writes.
@@ -31,7 +32,9 @@ pub struct Record {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserThrottle {
+    #[serde(deserialize_with = "max_failures")]
     pub max_failures: u8,
+    #[serde(deserialize_with = "throttle_window")]
     pub window_secs: u32,
 }
 
@@ -40,10 +43,15 @@ pub struct UserThrottle {
 pub enum RecordError {
     /// Larger than `MAX_RECORD_BYTES`.
     TooLarge(usize),
-    /// Not UTF-8 text (binary junk, a NUL byte in the middle).
+    /// Not UTF-8 text (binary junk).
     NotText,
+    /// A NUL byte, which no record written by twofold has.
+    NulByte,
     /// Invalid TOML, an unknown key, a wrong type or a value out of range, at this line.
-    Invalid { line: Option<usize>, message: String },
+    Invalid {
+        line: Option<usize>,
+        message: String,
+    },
     /// A version this build does not know.
     UnsupportedVersion(u32),
     /// The backup-code hashes are unusable.
@@ -60,15 +68,18 @@ impl Record {
         }
         let text = std::str::from_utf8(bytes).map_err(|_| RecordError::NotText)?;
         if text.contains('\0') {
-            return Err(RecordError::NotText);
+            return Err(RecordError::NulByte);
         }
-        let raw: RawRecord = toml::from_str(text).map_err(|e| RecordError::Invalid {
-            line: e.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1),
-            message: e.message().trim_end().to_string(),
-        })?;
-        if raw.version != VERSION {
-            return Err(RecordError::UnsupportedVersion(raw.version));
+        let invalid = |e: toml::de::Error| RecordError::Invalid {
+            line: e.span().map(|span| line_of(text, span.start)),
+            message: one_line(e.message()),
+        };
+        // The version decides which fields exist, so it is read first, leniently.
+        let version: VersionOnly = toml::from_str(text).map_err(invalid)?;
+        if version.version != VERSION {
+            return Err(RecordError::UnsupportedVersion(version.version));
         }
+        let raw: RawRecord = toml::from_str(text).map_err(invalid)?;
         let hashes: Vec<&str> = raw.backup_codes.iter().map(|c| c.hash.as_str()).collect();
         let backup_codes = BackupCodes::from_phc(&hashes).map_err(RecordError::BackupCodes)?;
         let (totp, window) = match raw.totp {
@@ -83,7 +94,12 @@ impl Record {
             }
             None => (None, None),
         };
-        let record = Record { totp, window, throttle: raw.throttle, backup_codes };
+        let record = Record {
+            totp,
+            window,
+            throttle: raw.throttle,
+            backup_codes,
+        };
         if record.totp.is_none() && record.backup_codes.is_empty() {
             return Err(RecordError::Empty);
         }
@@ -118,12 +134,27 @@ impl Record {
 impl fmt::Display for RecordError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RecordError::TooLarge(n) => write!(f, "{n} bytes, more than {MAX_RECORD_BYTES}"),
+            RecordError::TooLarge(n) => {
+                write!(
+                    f,
+                    "record is {n} bytes, larger than the {MAX_RECORD_BYTES}-byte limit"
+                )
+            }
             RecordError::NotText => f.write_str("not UTF-8 text"),
-            RecordError::Invalid { line: Some(line), message } => write!(f, "line {line}: {message}"),
-            RecordError::Invalid { line: None, message } => f.write_str(message),
+            RecordError::NulByte => f.write_str("contains a NUL byte"),
+            RecordError::Invalid {
+                line: Some(line),
+                message,
+            } => write!(f, "line {line}: {message}"),
+            RecordError::Invalid {
+                line: None,
+                message,
+            } => f.write_str(message),
             RecordError::UnsupportedVersion(v) => {
-                write!(f, "record version {v}; this twofold reads version {VERSION}")
+                write!(
+                    f,
+                    "record version {v}; this twofold reads version {VERSION}"
+                )
             }
             RecordError::BackupCodes(e) => e.fmt(f),
             RecordError::Empty => f.write_str("neither a TOTP key nor backup codes"),
@@ -132,6 +163,11 @@ impl fmt::Display for RecordError {
 }
 
 impl std::error::Error for RecordError {}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    version: u32,
+}
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -153,7 +189,11 @@ struct RawTotp {
     digits: Digits,
     #[serde(deserialize_with = "period")]
     period: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "window")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "window"
+    )]
     window: Option<u8>,
 }
 
@@ -163,24 +203,43 @@ struct RawBackupCode {
     hash: String,
 }
 
-fn period<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+fn ranged<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    key: &str,
+    min: i64,
+    max: i64,
+) -> Result<i64, D::Error> {
     let value = i64::deserialize(d)?;
-    match u32::try_from(value) {
-        Ok(v) if (10..=300).contains(&v) => Ok(v),
-        _ => Err(serde::de::Error::custom(format!(
-            "totp.period: expected 10 to 300 seconds, found {value}"
-        ))),
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{key}: expected {min} to {max}, found {value}"
+        )))
     }
 }
 
+// The casts below are lossless: `ranged` bounds each value to its target type.
+fn max_failures<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    ranged(
+        d,
+        "throttle.max_failures",
+        1,
+        crate::state::MAX_FAILURES as i64,
+    )
+    .map(|v| v as u8)
+}
+
+fn throttle_window<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    ranged(d, "throttle.window_secs", 1, 86_400).map(|v| v as u32)
+}
+
+fn period<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    ranged(d, "totp.period", 10, 300).map(|v| v as u32)
+}
+
 fn window<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
-    let value = i64::deserialize(d)?;
-    match u8::try_from(value) {
-        Ok(v) if v <= 10 => Ok(Some(v)),
-        _ => Err(serde::de::Error::custom(format!(
-            "totp.window: expected 0 to 10, found {value}"
-        ))),
-    }
+    ranged(d, "totp.window", 0, 10).map(|v| Some(v as u8))
 }
 
 #[cfg(test)]
@@ -189,7 +248,15 @@ mod tests {
     use crate::backup::Cost;
 
     pub(crate) fn sample() -> Record {
-        let codes = BackupCodes::generate(3, Cost { m_kib: 64, t: 1, p: 1 }).unwrap();
+        let codes = BackupCodes::generate(
+            3,
+            Cost {
+                m_kib: 64,
+                t: 1,
+                p: 1,
+            },
+        )
+        .unwrap();
         Record {
             totp: Some(TotpKey {
                 secret: Secret::from_base32("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP").unwrap(),
@@ -227,7 +294,7 @@ mod tests {
             (b"version = 1\n[totp]\nsecret = \"!!\"\nalgorithm = \"SHA1\"\ndigits = 6\nperiod = 30\n", "line 3"),
             (b"version = 1\n[totp]\nsecret = \"JBSWY3DPEHPK3PXP\"\nalgorithm = \"SHA1\"\ndigits = 9\nperiod = 30\n", "6 to 8"),
             (b"version = 1\nextra = 1\n", "extra"),
-            (b"version = 1\n\0", "not UTF-8"),
+            (b"version = 1\n\0", "NUL"),
             (b"\xff\xfe", "not UTF-8"),
         ];
         for (bytes, needle) in cases {

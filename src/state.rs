@@ -87,7 +87,10 @@ impl State {
 
     /// The next state to write: same content, next generation (so the other slot).
     pub fn next(&self) -> State {
-        State { generation: self.generation.wrapping_add(1), ..self.clone() }
+        State {
+            generation: self.generation.wrapping_add(1),
+            ..self.clone()
+        }
     }
 
     /// Whether backup code `index` of the set `binding` is spent. Marks for another set count as
@@ -109,14 +112,18 @@ impl State {
 
     /// How many of `total` codes of set `binding` are unspent.
     pub fn codes_left(&self, binding: u64, total: usize) -> usize {
-        (0..total).filter(|&i| !self.is_code_spent(binding, i)).count()
+        (0..total)
+            .filter(|&i| !self.is_code_spent(binding, i))
+            .count()
     }
 }
 
 impl std::fmt::Display for StateError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StateError::BadSize(n) => write!(f, "state file has {n} bytes, expected 0 or {FILE_SIZE}"),
+            StateError::BadSize(n) => {
+                write!(f, "state file has {n} bytes, expected 0 or {FILE_SIZE}")
+            }
             StateError::NoValidSlot => f.write_str("state file has no slot with a valid checksum"),
         }
     }
@@ -138,7 +145,9 @@ fn decode_slot(slot: &[u8]) -> Option<State> {
         bytes.copy_from_slice(&slot[at..at + 8]);
         u64::from_le_bytes(bytes)
     };
-    let count = usize::try_from(word(5)).ok().filter(|&n| n <= MAX_FAILURES)?;
+    let count = usize::try_from(word(5))
+        .ok()
+        .filter(|&n| n <= MAX_FAILURES)?;
     Some(State {
         generation: word(0),
         last_step: word(1),
@@ -185,14 +194,20 @@ mod tests {
     #[test]
     fn newest_valid_slot_wins() {
         let old = sample();
-        let new = State { last_step: 59_093_132, ..old.next() };
+        let new = State {
+            last_step: 59_093_132,
+            ..old.next()
+        };
         assert_eq!(State::decode(&file_with(&[&old, &new])).unwrap(), new);
     }
 
     #[test]
     fn torn_newer_slot_falls_back_to_older() {
         let old = sample();
-        let new = State { last_step: 59_093_132, ..old.next() };
+        let new = State {
+            last_step: 59_093_132,
+            ..old.next()
+        };
         let mut file = file_with(&[&old, &new]);
         let (offset, _) = new.encode_slot();
         // A write that stopped half way: the second half still holds zeros.
@@ -210,7 +225,11 @@ mod tests {
         for bit in 0..SLOT_SIZE * 8 {
             let mut file = clean.clone();
             file[offset as usize + bit / 8] ^= 1 << (bit % 8);
-            assert_eq!(State::decode(&file), Err(StateError::NoValidSlot), "bit {bit}");
+            assert_eq!(
+                State::decode(&file),
+                Err(StateError::NoValidSlot),
+                "bit {bit}"
+            );
         }
     }
 

@@ -53,7 +53,11 @@ pub struct FileStore {
 #[derive(Debug)]
 pub enum StoreError {
     /// A file or directory could not be opened, read or written.
-    Io { path: PathBuf, action: &'static str, cause: io::Error },
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        cause: io::Error,
+    },
     /// A file or directory is a link, has the wrong owner or is open to others.
     Unsafe { path: PathBuf, why: String },
     /// The record does not parse.
@@ -94,7 +98,11 @@ impl FileStore {
             .path_for(user.as_str(), owner.as_ref().map(|a| a.home.as_path()))
             .ok_or_else(|| StoreError::NoAccount(user.clone()))?;
         let state = state_path(&record);
-        Ok(Place { record, state, owner })
+        Ok(Place {
+            record,
+            state,
+            owner,
+        })
     }
 }
 
@@ -130,7 +138,13 @@ impl Store for FileStore {
         let mut state = before.clone();
         let result = change(&record, &mut state);
         if state != before {
-            place.write_state(&lock, &State { generation: before.generation, ..state })?;
+            place.write_state(
+                &lock,
+                &State {
+                    generation: before.generation,
+                    ..state
+                },
+            )?;
         }
         Ok(Some(result))
     }
@@ -156,7 +170,13 @@ impl Store for FileStore {
                 // Record first: should we crash before the state is written, the old state's
                 // spent marks name the old code set and so cannot spend any new code.
                 place.write_record(&record)?;
-                place.write_state(&lock, &State { generation: before.generation, ..state })?;
+                place.write_state(
+                    &lock,
+                    &State {
+                        generation: before.generation,
+                        ..state
+                    },
+                )?;
             }
             None => {
                 remove_if_present(&place.record)?;
@@ -194,12 +214,20 @@ impl Place {
             cause,
         })?;
         let owner = self.expected_owner();
-        let unsafe_because = |why: String| Err(StoreError::Unsafe { path: dir.into(), why });
+        let unsafe_because = |why: String| {
+            Err(StoreError::Unsafe {
+                path: dir.into(),
+                why,
+            })
+        };
         if !meta.is_dir() {
             return unsafe_because("not a directory".into());
         }
         if meta.uid() != owner && meta.uid() != 0 {
-            return unsafe_because(format!("owned by uid {}, expected uid {owner} or root", meta.uid()));
+            return unsafe_because(format!(
+                "owned by uid {}, expected uid {owner} or root",
+                meta.uid()
+            ));
         }
         if meta.mode() & 0o022 != 0 {
             return unsafe_because(format!(
@@ -218,14 +246,25 @@ impl Place {
         Read::by_ref(&mut file)
             .take(MAX_RECORD_BYTES as u64 + 1)
             .read_to_end(&mut bytes)
-            .map_err(|cause| StoreError::Io { path: self.record.clone(), action: "read", cause })?;
+            .map_err(|cause| StoreError::Io {
+                path: self.record.clone(),
+                action: "read",
+                cause,
+            })?;
         Record::parse(&bytes)
             .map(Some)
-            .map_err(|cause| StoreError::BadRecord { path: self.record.clone(), cause })
+            .map_err(|cause| StoreError::BadRecord {
+                path: self.record.clone(),
+                cause,
+            })
     }
 
     fn open_state(&self, create: bool) -> Result<Option<File>, StoreError> {
-        let mode = if create { OpenMode::CreateReadWrite } else { OpenMode::Read };
+        let mode = if create {
+            OpenMode::CreateReadWrite
+        } else {
+            OpenMode::Read
+        };
         self.open(&self.state, mode)
     }
 
@@ -238,19 +277,29 @@ impl Place {
                 Ok(n) => len += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(cause) => {
-                    return Err(StoreError::Io { path: self.state.clone(), action: "read", cause })
+                    return Err(StoreError::Io {
+                        path: self.state.clone(),
+                        action: "read",
+                        cause,
+                    })
                 }
             }
         }
-        State::decode(&bytes[..len])
-            .map_err(|cause| StoreError::BadState { path: self.state.clone(), cause })
+        State::decode(&bytes[..len]).map_err(|cause| StoreError::BadState {
+            path: self.state.clone(),
+            cause,
+        })
     }
 
     /// Writes `state.next()` into the slot after `state`'s and makes it durable.
     fn write_state(&self, file: &File, state: &State) -> Result<(), StoreError> {
         let next = state.next();
         let (offset, slot) = next.encode_slot();
-        let io_err = |cause| StoreError::Io { path: self.state.clone(), action: "write", cause };
+        let io_err = |cause| StoreError::Io {
+            path: self.state.clone(),
+            action: "write",
+            cause,
+        };
         // A fresh file is extended to both slots at once, so its size is never in between.
         if file.metadata().map_err(io_err)?.len() < FILE_SIZE as u64 {
             let mut whole = [0u8; FILE_SIZE];
@@ -272,12 +321,19 @@ impl Place {
                     action: "create",
                     cause: io::ErrorKind::NotFound.into(),
                 })?;
-            flock(&file, libc::LOCK_EX)
-                .map_err(|cause| StoreError::Io { path: self.state.clone(), action: "lock", cause })?;
+            flock(&file, libc::LOCK_EX).map_err(|cause| StoreError::Io {
+                path: self.state.clone(),
+                action: "lock",
+                cause,
+            })?;
             // A disable may have unlinked the file while we waited; its lock protects nothing.
             let links = file
                 .metadata()
-                .map_err(|cause| StoreError::Io { path: self.state.clone(), action: "inspect", cause })?
+                .map_err(|cause| StoreError::Io {
+                    path: self.state.clone(),
+                    action: "inspect",
+                    cause,
+                })?
                 .nlink();
             if links > 0 {
                 return Ok(file);
@@ -292,7 +348,11 @@ impl Place {
         temp_name.push(self.record.file_name().unwrap_or_default());
         temp_name.push(format!(".{}.tmp", random_suffix()));
         let temp = dir.join(temp_name);
-        let io_err = |action, cause| StoreError::Io { path: temp.clone(), action, cause };
+        let io_err = |action, cause| StoreError::Io {
+            path: temp.clone(),
+            action,
+            cause,
+        };
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -330,17 +390,35 @@ impl Place {
         }
         let file = match options.open(path) {
             Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound && mode == OpenMode::Read => return Ok(None),
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                return Err(StoreError::Unsafe { path: path.into(), why: "is a symbolic link".into() })
+            Err(e) if e.kind() == io::ErrorKind::NotFound && mode == OpenMode::Read => {
+                return Ok(None)
             }
-            Err(cause) => return Err(StoreError::Io { path: path.into(), action: "open", cause }),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(StoreError::Unsafe {
+                    path: path.into(),
+                    why: "is a symbolic link".into(),
+                })
+            }
+            Err(cause) => {
+                return Err(StoreError::Io {
+                    path: path.into(),
+                    action: "open",
+                    cause,
+                })
+            }
         };
-        let meta = file
-            .metadata()
-            .map_err(|cause| StoreError::Io { path: path.into(), action: "inspect", cause })?;
+        let meta = file.metadata().map_err(|cause| StoreError::Io {
+            path: path.into(),
+            action: "inspect",
+            cause,
+        })?;
         let owner = self.expected_owner();
-        let unsafe_because = |why: String| Err(StoreError::Unsafe { path: path.into(), why });
+        let unsafe_because = |why: String| {
+            Err(StoreError::Unsafe {
+                path: path.into(),
+                why,
+            })
+        };
         if !meta.file_type().is_file() {
             return unsafe_because("not a regular file".into());
         }
@@ -387,7 +465,9 @@ impl Identity {
         }
         // SAFETY: as above; -1 is invalid and only queries the current value.
         let (now_uid, now_gid) = unsafe { (libc::setfsuid(u32::MAX), libc::setfsgid(u32::MAX)) };
-        let identity = Identity { restore: Some((euid, egid)) };
+        let identity = Identity {
+            restore: Some((euid, egid)),
+        };
         if now_uid as u32 != account.uid || now_gid as u32 != account.gid {
             return Err(StoreError::Unsafe {
                 path: account.home.clone(),
@@ -413,7 +493,11 @@ impl Drop for Identity {
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::Io { path, action, cause } => {
+            StoreError::Io {
+                path,
+                action,
+                cause,
+            } => {
                 write!(f, "{}: cannot {action}: {cause}", path.display())
             }
             StoreError::Unsafe { path, why } => write!(f, "{}: refused: {why}", path.display()),
@@ -422,7 +506,10 @@ impl fmt::Display for StoreError {
             }
             StoreError::BadState { path, cause } => write!(f, "{}: {cause}", path.display()),
             StoreError::NoAccount(user) => {
-                write!(f, "user {user} has no passwd entry, needed for home-based records")
+                write!(
+                    f,
+                    "user {user} has no passwd entry, needed for home-based records"
+                )
             }
         }
     }
@@ -458,7 +545,11 @@ fn remove_if_present(path: &Path) -> Result<(), StoreError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(cause) => Err(StoreError::Io { path: path.into(), action: "remove", cause }),
+        Err(cause) => Err(StoreError::Io {
+            path: path.into(),
+            action: "remove",
+            cause,
+        }),
     }
 }
 
@@ -467,7 +558,11 @@ fn sync_directory(file: &Path) -> Result<(), StoreError> {
     let dir = file.parent().unwrap_or(Path::new("/"));
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|cause| StoreError::Io { path: dir.into(), action: "sync", cause })
+        .map_err(|cause| StoreError::Io {
+            path: dir.into(),
+            action: "sync",
+            cause,
+        })
 }
 
 /// Records are a few hundred bytes; one read takes any record this size or smaller.
@@ -488,7 +583,13 @@ mod tests {
 
     #[test]
     fn state_lives_beside_the_record() {
-        assert_eq!(state_path(Path::new("/v/alice.toml")), PathBuf::from("/v/alice.state"));
-        assert_eq!(state_path(Path::new("/h/.twofold")), PathBuf::from("/h/.twofold.state"));
+        assert_eq!(
+            state_path(Path::new("/v/alice.toml")),
+            PathBuf::from("/v/alice.state")
+        );
+        assert_eq!(
+            state_path(Path::new("/h/.twofold")),
+            PathBuf::from("/h/.twofold.state")
+        );
     }
 }

@@ -115,7 +115,10 @@ impl Secret {
 
     /// Unpadded base32, the form apps expect.
     pub fn to_base32(&self) -> Zeroizing<String> {
-        Zeroizing::new(base32::encode(base32::Alphabet::Rfc4648 { padding: false }, &self.0))
+        Zeroizing::new(base32::encode(
+            base32::Alphabet::Rfc4648 { padding: false },
+            &self.0,
+        ))
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Secret {
@@ -230,7 +233,7 @@ impl<'de> Deserialize<'de> for Algorithm {
         let name = String::deserialize(d)?;
         Algorithm::from_name(&name).ok_or_else(|| {
             D::Error::custom(format!(
-                "algorithm: expected \"SHA1\", \"SHA256\" or \"SHA512\", found \"{name}\""
+                "algorithm: expected \"SHA1\", \"SHA256\" or \"SHA512\", found {name:?}"
             ))
         })
     }
@@ -249,7 +252,9 @@ impl<'de> Deserialize<'de> for Digits {
             .ok()
             .and_then(Digits::new)
             .ok_or_else(|| {
-                D::Error::custom(format!("digits: expected an integer from 6 to 8, found {value}"))
+                D::Error::custom(format!(
+                    "digits: expected an integer from 6 to 8, found {value}"
+                ))
             })
     }
 }
@@ -295,8 +300,7 @@ mod tests {
 
     const SEED20: &[u8] = b"12345678901234567890";
     const SEED32: &[u8] = b"12345678901234567890123456789012";
-    const SEED64: &[u8] =
-        b"1234567890123456789012345678901234567890123456789012345678901234";
+    const SEED64: &[u8] = b"1234567890123456789012345678901234567890123456789012345678901234";
 
     #[test]
     fn rfc4226_hotp_vectors_match() {
@@ -329,7 +333,11 @@ mod tests {
                 (SEED64, Algorithm::Sha512, sha512),
             ] {
                 let k = key(seed, alg, 8);
-                assert_eq!(k.code_at_step(k.step_of(time)).as_str(), code, "{alg:?} at {time}");
+                assert_eq!(
+                    k.code_at_step(k.step_of(time)).as_str(),
+                    code,
+                    "{alg:?} at {time}"
+                );
             }
         }
     }
@@ -341,14 +349,23 @@ mod tests {
         let step = k.step_of(now);
         for offset in [-1i64, 0, 1] {
             let s = (step as i64 + offset) as u64;
-            assert_eq!(k.verify(&k.code_at_step(s), now, 1, 0), Verdict::Accepted(s));
+            assert_eq!(
+                k.verify(&k.code_at_step(s), now, 1, 0),
+                Verdict::Accepted(s)
+            );
         }
         for offset in [-2i64, 2] {
             let s = (step as i64 + offset) as u64;
             assert_eq!(k.verify(&k.code_at_step(s), now, 1, 0), Verdict::Wrong);
         }
-        assert_eq!(k.verify(&k.code_at_step(step - 2), now, 0, 0), Verdict::Wrong);
-        assert_eq!(k.verify(&k.code_at_step(step), now, 0, 0), Verdict::Accepted(step));
+        assert_eq!(
+            k.verify(&k.code_at_step(step - 2), now, 0, 0),
+            Verdict::Wrong
+        );
+        assert_eq!(
+            k.verify(&k.code_at_step(step), now, 0, 0),
+            Verdict::Accepted(step)
+        );
     }
 
     #[test]
@@ -356,16 +373,29 @@ mod tests {
         let k = key(SEED20, Algorithm::Sha1, 6);
         let now = 1_000_000_000;
         let step = k.step_of(now);
-        assert_eq!(k.verify(&k.code_at_step(step), now, 1, step), Verdict::Replayed);
-        assert_eq!(k.verify(&k.code_at_step(step - 1), now, 1, step), Verdict::Replayed);
-        assert_eq!(k.verify(&k.code_at_step(step + 1), now, 1, step), Verdict::Accepted(step + 1));
+        assert_eq!(
+            k.verify(&k.code_at_step(step), now, 1, step),
+            Verdict::Replayed
+        );
+        assert_eq!(
+            k.verify(&k.code_at_step(step - 1), now, 1, step),
+            Verdict::Replayed
+        );
+        assert_eq!(
+            k.verify(&k.code_at_step(step + 1), now, 1, step),
+            Verdict::Accepted(step + 1)
+        );
     }
 
     #[test]
     fn malformed_codes_are_wrong() {
         let k = key(SEED20, Algorithm::Sha1, 6);
         for code in ["", "12345", "1234567", "12345a", "+12345", "１２３４５６"] {
-            assert_eq!(k.verify(code, 1_000_000_000, 1, 0), Verdict::Wrong, "{code}");
+            assert_eq!(
+                k.verify(code, 1_000_000_000, 1, 0),
+                Verdict::Wrong,
+                "{code}"
+            );
         }
     }
 
@@ -373,8 +403,14 @@ mod tests {
     fn base32_round_trips_and_rejects_junk() {
         let s = Secret::from_base32("jbsw y3dp ehpk 3pxp").unwrap();
         assert_eq!(s.to_base32().as_str(), "JBSWY3DPEHPK3PXP");
-        assert_eq!(Secret::from_base32("JBSWY3DP!"), Err(SecretError::NotBase32));
-        assert_eq!(Secret::from_base32("JBSWY3DP"), Err(SecretError::BadLength(40)));
+        assert_eq!(
+            Secret::from_base32("JBSWY3DP!"),
+            Err(SecretError::NotBase32)
+        );
+        assert_eq!(
+            Secret::from_base32("JBSWY3DP"),
+            Err(SecretError::BadLength(40))
+        );
         assert_eq!(Secret::generate().unwrap().as_bytes().len(), 20);
     }
 
@@ -390,6 +426,9 @@ mod tests {
 
     #[test]
     fn secret_debug_is_redacted() {
-        assert_eq!(format!("{:?}", Secret::from_bytes(SEED20)), "Secret(<redacted>)");
+        assert_eq!(
+            format!("{:?}", Secret::from_bytes(SEED20)),
+            "Secret(<redacted>)"
+        );
     }
 }

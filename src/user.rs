@@ -50,9 +50,7 @@ impl Account {
         lookup(|pwd, buf, result| {
             // SAFETY: every pointer is valid for the call: c_name is NUL-terminated, pwd and
             // result point to live locals, and buf is writable for the length passed.
-            unsafe {
-                libc::getpwnam_r(c_name.as_ptr(), pwd, buf.as_mut_ptr(), buf.len(), result)
-            }
+            unsafe { libc::getpwnam_r(c_name.as_ptr(), pwd, buf.as_mut_ptr(), buf.len(), result) }
         })
     }
 
@@ -107,14 +105,32 @@ mod tests {
 
     #[test]
     fn ordinary_names_are_accepted() {
-        for name in ["alice", "bob.smith", "svc_backup", "user@example.com", "DOMAIN\\joe", "a-b"] {
+        for name in [
+            "alice",
+            "bob.smith",
+            "svc_backup",
+            "user@example.com",
+            "DOMAIN\\joe",
+            "a-b",
+        ] {
             assert!(UserName::parse(name).is_some(), "{name}");
         }
     }
 
     #[test]
     fn names_that_could_escape_a_path_are_refused() {
-        for name in ["", ".", "..", "../etc/passwd", "a/b", "-rf", "a b", "a:b", "a\nb", "a\0b"] {
+        for name in [
+            "",
+            ".",
+            "..",
+            "../etc/passwd",
+            "a/b",
+            "-rf",
+            "a b",
+            "a:b",
+            "a\nb",
+            "a\0b",
+        ] {
             assert!(UserName::parse(name).is_none(), "{name:?}");
         }
         assert!(UserName::parse(&"x".repeat(257)).is_none());

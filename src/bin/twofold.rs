@@ -24,7 +24,11 @@ use pam_twofold::totp::{Algorithm, Digits, Secret, TotpKey};
 use pam_twofold::user::{Account, UserName};
 
 #[derive(Parser)]
-#[command(name = "twofold", version, about = "Two-factor authentication for Linux logins")]
+#[command(
+    name = "twofold",
+    version,
+    about = "Two-factor authentication for Linux logins"
+)]
 struct Cli {
     /// The config file.
     #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
@@ -143,20 +147,46 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let config = Config::load(&cli.config)?;
     let store = FileStore::new(config.records.clone());
     match cli.command {
-        Command::Enroll { user, secret, code, force, backup_codes_file, qr } => {
+        Command::Enroll {
+            user,
+            secret,
+            code,
+            force,
+            backup_codes_file,
+            qr,
+        } => {
             let user = target_user(user.as_deref())?;
             let secret = secret
                 .map(|s| Secret::from_base32(&Zeroizing::new(s)))
                 .transpose()
                 .map_err(|e| Failure(format!("--secret: {e}")))?;
-            enroll_user(&config, &store, &user, secret, code, force, backup_codes_file, qr)
+            enroll_user(
+                &config,
+                &store,
+                &user,
+                secret,
+                code,
+                force,
+                backup_codes_file,
+                qr,
+            )
         }
         Command::Status { user, json } => status(&store, &target_user(user.as_deref())?, json),
-        Command::Codes { action: CodesAction::Regenerate { user, backup_codes_file } } => {
+        Command::Codes {
+            action:
+                CodesAction::Regenerate {
+                    user,
+                    backup_codes_file,
+                },
+        } => {
             let user = target_user(user.as_deref())?;
             prepare_store(&config, &user)?;
-            let file = backup_codes_file.as_deref().map(create_private_file).transpose()?;
-            let codes = enroll::regenerate_codes(&store, &user, usize::from(config.backup_codes.count))?;
+            let file = backup_codes_file
+                .as_deref()
+                .map(create_private_file)
+                .transpose()?;
+            let codes =
+                enroll::regenerate_codes(&store, &user, usize::from(config.backup_codes.count))?;
             audit(&user, "regenerated backup codes");
             show_codes(&codes, file, backup_codes_file.as_deref())
         }
@@ -174,7 +204,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             println!("{user}: two-factor enrollment removed");
             Ok(())
         }
-        Command::Import { source: ImportSource::GoogleAuthenticator { file, user, force } } => {
+        Command::Import {
+            source: ImportSource::GoogleAuthenticator { file, user, force },
+        } => {
             let user = target_user(user.as_deref())?;
             import_google_authenticator(&config, &store, &user, &file, force)
         }
@@ -197,7 +229,10 @@ fn enroll_user(
     if !force && store.load(user)?.is_some() {
         return Err(EnrollError::AlreadyEnrolled.into());
     }
-    let codes_file = backup_codes_file.as_deref().map(create_private_file).transpose()?;
+    let codes_file = backup_codes_file
+        .as_deref()
+        .map(create_private_file)
+        .transpose()?;
     let pending = Pending::new(config, secret)?;
     let uri = pending.uri(config, user);
     let mut out = io::stdout().lock();
@@ -208,7 +243,11 @@ fn enroll_user(
         QrArg::None => {}
     }
     writeln!(out, "{}", uri.as_str())?;
-    writeln!(out, "Or type this key into the app: {}", group_secret(&pending.key.secret))?;
+    writeln!(
+        out,
+        "Or type this key into the app: {}",
+        group_secret(&pending.key.secret)
+    )?;
     out.flush()?;
     drop(out);
 
@@ -248,7 +287,11 @@ fn confirm_loop(
             None => ask_line("Code from the app: ")?,
         };
         match pending.confirm(store, user, config, &typed, SystemClock.now(), force) {
-            Ok(()) => return Ok(NewEnrollment { codes: pending.codes.plain }),
+            Ok(()) => {
+                return Ok(NewEnrollment {
+                    codes: pending.codes.plain,
+                })
+            }
             Err(e @ (EnrollError::WrongCode | EnrollError::ReplayedCode)) if attempt < attempts => {
                 eprintln!("twofold: {e}");
             }
@@ -294,7 +337,10 @@ fn status(store: &FileStore, user: &UserName, json: bool) -> Result<(), Failure>
     if loaded.is_some() {
         println!("backup codes left: {left}");
         match locked_until {
-            Some(until) => println!("locked: yes, for {} more min (twofold unlock --user {user})", (until - now).div_ceil(60)),
+            Some(until) => println!(
+                "locked: yes, for {} more min (twofold unlock --user {user})",
+                (until - now).div_ceil(60)
+            ),
             None => println!("locked: no"),
         }
     }
@@ -310,22 +356,27 @@ fn import_google_authenticator(
 ) -> Result<(), Failure> {
     prepare_store(config, user)?;
     let text = read_small_file(path)?;
-    let ga = GoogleAuthenticator::parse(&text).map_err(|e| Failure(format!("{}: {e}", path.display())))?;
+    let ga = GoogleAuthenticator::parse(&text)
+        .map_err(|e| Failure(format!("{}: {e}", path.display())))?;
     let codes = BackupCodes::hash(&ga.scratch_codes, Cost::DEFAULT)?;
     let scratch_count = codes.len();
     let record = Record {
-        totp: Some(TotpKey { secret: ga.secret, algorithm: Algorithm::Sha1, digits: Digits::SIX, period: ga.period }),
+        totp: Some(TotpKey {
+            secret: ga.secret,
+            algorithm: Algorithm::Sha1,
+            digits: Digits::SIX,
+            period: ga.period,
+        }),
         window: ga.window,
         throttle: ga.throttle,
         backup_codes: codes,
     };
-    store
-        .replace(user, |current, _state| {
-            if current.is_some() && !force {
-                return Err(EnrollError::AlreadyEnrolled);
-            }
-            Ok((Some(record), ()))
-        })??;
+    store.replace(user, |current, _state| {
+        if current.is_some() && !force {
+            return Err(EnrollError::AlreadyEnrolled);
+        }
+        Ok((Some(record), ()))
+    })??;
     audit(user, "imported from google-authenticator");
     println!(
         "{user}: imported {} (TOTP, {} s steps, {scratch_count} scratch codes as backup codes)",
@@ -341,11 +392,22 @@ fn check(path: &Path, config: &Config) -> Result<(), Failure> {
     } else {
         println!("{}: absent, using the defaults", path.display());
     }
-    println!("records: {} ({})", config.records.as_str(), match config.records.location() {
-        RecordsLocation::Central => "central",
-        RecordsLocation::Home => "in each user's home",
-    });
-    println!("nullok: {}", if config.nullok { "on (unenrolled users skip the second factor)" } else { "off" });
+    println!(
+        "records: {} ({})",
+        config.records.as_str(),
+        match config.records.location() {
+            RecordsLocation::Central => "central",
+            RecordsLocation::Home => "in each user's home",
+        }
+    );
+    println!(
+        "nullok: {}",
+        if config.nullok {
+            "on (unenrolled users skip the second factor)"
+        } else {
+            "off"
+        }
+    );
     let mut problems = 0;
     if config.records.location() == RecordsLocation::Central {
         let sample = config.records.path_for("user", None).unwrap_or_default();
@@ -359,7 +421,11 @@ fn check(path: &Path, config: &Config) -> Result<(), Failure> {
                 let mode = meta.mode() & 0o7777;
                 if meta.uid() != 0 || mode & 0o022 != 0 {
                     problems += 1;
-                    println!("{}: unsafe: owner uid {}, mode {mode:04o}; expected root and 0700", dir.display(), meta.uid());
+                    println!(
+                        "{}: unsafe: owner uid {}, mode {mode:04o}; expected root and 0700",
+                        dir.display(),
+                        meta.uid()
+                    );
                 } else {
                     println!("{}: ok (root, {mode:04o})", dir.display());
                 }
@@ -385,7 +451,9 @@ fn check_records(config: &Config, dir: &Path) -> usize {
     let Some(name_pattern) = template.rsplit('/').next().filter(|n| n.contains("{user}")) else {
         return 0;
     };
-    let (prefix, suffix) = name_pattern.split_once("{user}").unwrap_or((name_pattern, ""));
+    let (prefix, suffix) = name_pattern
+        .split_once("{user}")
+        .unwrap_or((name_pattern, ""));
     let store = FileStore::new(config.records.clone());
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -414,13 +482,18 @@ fn check_records(config: &Config, dir: &Path) -> usize {
 fn target_user(named: Option<&str>) -> Result<UserName, Failure> {
     // SAFETY: getuid has no preconditions and cannot fail.
     let uid = unsafe { libc::getuid() };
-    let me = Account::by_uid(uid)?.ok_or_else(|| Failure(format!("uid {uid} has no passwd entry")))?;
+    let me =
+        Account::by_uid(uid)?.ok_or_else(|| Failure(format!("uid {uid} has no passwd entry")))?;
     let Some(named) = named else {
         return Ok(me.name);
     };
-    let user = UserName::parse(named).ok_or_else(|| Failure(format!("`{named}` is not a valid user name")))?;
+    let user = UserName::parse(named)
+        .ok_or_else(|| Failure(format!("`{named}` is not a valid user name")))?;
     if uid != 0 && user != me.name {
-        return Err(Failure(format!("only root may act for another user (you are {})", me.name)));
+        return Err(Failure(format!(
+            "only root may act for another user (you are {})",
+            me.name
+        )));
     }
     Ok(user)
 }
@@ -431,7 +504,10 @@ fn prepare_store(config: &Config, user: &UserName) -> Result<(), Failure> {
     if config.records.location() != RecordsLocation::Central {
         return Ok(());
     }
-    let record = config.records.path_for(user.as_str(), None).unwrap_or_default();
+    let record = config
+        .records
+        .path_for(user.as_str(), None)
+        .unwrap_or_default();
     let dir = record.parent().unwrap_or(Path::new("/"));
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
@@ -451,7 +527,11 @@ fn prepare_store(config: &Config, user: &UserName) -> Result<(), Failure> {
     Ok(())
 }
 
-fn show_codes(codes: &[Zeroizing<String>], file: Option<File>, path: Option<&Path>) -> Result<(), Failure> {
+fn show_codes(
+    codes: &[Zeroizing<String>],
+    file: Option<File>,
+    path: Option<&Path>,
+) -> Result<(), Failure> {
     if codes.is_empty() {
         println!("No backup codes (backup_codes.count is 0).");
         return Ok(());
@@ -465,7 +545,8 @@ fn show_codes(codes: &[Zeroizing<String>], file: Option<File>, path: Option<&Pat
     println!("Store them somewhere safe now; they will not be shown again.\n");
     print!("{}", text.as_str());
     if let (Some(mut file), Some(path)) = (file, path) {
-        file.write_all(text.as_bytes()).and_then(|()| file.sync_all())?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())?;
         println!("\nAlso written to {}", path.display());
     }
     Ok(())
@@ -494,7 +575,8 @@ fn read_small_file(path: &Path) -> Result<Zeroizing<String>, Failure> {
     }
     let mut bytes = Zeroizing::new(Vec::new());
     file.take(64 * 1024 + 1).read_to_end(&mut bytes)?;
-    let text = std::str::from_utf8(&bytes).map_err(|_| Failure(format!("{}: not text", path.display())))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| Failure(format!("{}: not text", path.display())))?;
     Ok(Zeroizing::new(text.to_string()))
 }
 
@@ -524,5 +606,9 @@ fn group_secret(secret: &Secret) -> String {
 fn audit(user: &UserName, action: &str) {
     // SAFETY: getuid has no preconditions and cannot fail.
     let by = unsafe { libc::getuid() };
-    log::line("twofold", Level::Notice, &format!("user={user} {action} by uid={by}"));
+    log::line(
+        "twofold",
+        Level::Notice,
+        &format!("user={user} {action} by uid={by}"),
+    );
 }

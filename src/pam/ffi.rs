@@ -41,7 +41,9 @@ impl<'a> Conversation<'a> {
         // SAFETY: handle is the live handle libpam passed to this hook; item is a valid out pointer.
         let rc = unsafe { pam_get_item(handle, PAM_CONV, &mut item) };
         if rc != PAM_SUCCESS || item.is_null() {
-            return Err(PromptError("the application has no conversation function".into()));
+            return Err(PromptError(
+                "the application has no conversation function".into(),
+            ));
         }
         // SAFETY: libpam stores a `struct pam_conv` for PAM_CONV, which lives as long as the handle.
         let conv = unsafe { &*item.cast::<PamConv>() };
@@ -50,7 +52,10 @@ impl<'a> Conversation<'a> {
         };
         let text = CString::new(text.replace('\0', " "))
             .map_err(|_| PromptError("message has a NUL byte".into()))?;
-        let message = PamMessage { msg_style: style, msg: text.as_ptr() };
+        let message = PamMessage {
+            msg_style: style,
+            msg: text.as_ptr(),
+        };
         let mut message_ptr: *const PamMessage = &message;
         let mut responses: *mut PamResponse = ptr::null_mut();
         // SAFETY: one valid message whose text outlives the call; responses is a valid out pointer.
@@ -59,7 +64,9 @@ impl<'a> Conversation<'a> {
         // malloc'd array of one response that we now own.
         let answer = unsafe { take_response(responses) };
         if rc != PAM_SUCCESS {
-            return Err(PromptError(format!("the conversation failed (PAM code {rc})")));
+            return Err(PromptError(format!(
+                "the conversation failed (PAM code {rc})"
+            )));
         }
         match answer {
             Some(answer) => Ok(answer),
@@ -132,7 +139,9 @@ unsafe fn take_response(responses: *mut PamResponse) -> Option<Zeroizing<String>
         let len = unsafe { libc::strlen(text) };
         // SAFETY: text is valid for len bytes, as strlen just measured.
         let bytes = unsafe { std::slice::from_raw_parts(text.cast::<u8>(), len) };
-        let answer = std::str::from_utf8(bytes).ok().map(|s| Zeroizing::new(s.to_owned()));
+        let answer = std::str::from_utf8(bytes)
+            .ok()
+            .map(|s| Zeroizing::new(s.to_owned()));
         // SAFETY: wipes then frees the string we own; nothing reads it afterwards.
         unsafe {
             libc::explicit_bzero(text.cast(), len);

@@ -53,7 +53,11 @@ impl PamServiceModule for Twofold {
 /// Runs a hook; a panic becomes a logged `PAM_SERVICE_ERR`, never a crash of sshd or sudo.
 fn guarded(hook: impl FnOnce() -> PamError) -> PamError {
     catch_unwind(AssertUnwindSafe(hook)).unwrap_or_else(|_| {
-        log::line(IDENT, Level::Error, "internal error (panic caught); authentication refused");
+        log::line(
+            IDENT,
+            Level::Error,
+            "internal error (panic caught); authentication refused",
+        );
         PamError::SERVICE_ERR
     })
 }
@@ -64,7 +68,11 @@ fn authenticate(pamh: &Pam, flags: PamFlags, args: &[String]) -> PamError {
     let args = match ModuleArgs::parse(args) {
         Ok(args) => args,
         Err(e) => {
-            log::line(IDENT, Level::Error, &format!("service={service}: {e}; refusing to authenticate"));
+            log::line(
+                IDENT,
+                Level::Error,
+                &format!("service={service}: {e}; refusing to authenticate"),
+            );
             return PamError::SERVICE_ERR;
         }
     };
@@ -74,7 +82,11 @@ fn authenticate(pamh: &Pam, flags: PamFlags, args: &[String]) -> PamError {
     let config = match Config::load(args.config_path()) {
         Ok(config) => config,
         Err(e) => {
-            log::line(IDENT, Level::Error, &format!("service={service}: config {e}"));
+            log::line(
+                IDENT,
+                Level::Error,
+                &format!("service={service}: config {e}"),
+            );
             conversation.error_line(UNAVAILABLE_HINT);
             return PamError::AUTHINFO_UNAVAIL;
         }
@@ -82,7 +94,11 @@ fn authenticate(pamh: &Pam, flags: PamFlags, args: &[String]) -> PamError {
     let user_text = match pamh.get_user(None) {
         Ok(Some(user)) => user.to_string_lossy().into_owned(),
         Ok(None) | Err(_) => {
-            log::line(IDENT, Level::Error, &format!("service={service}: no user name"));
+            log::line(
+                IDENT,
+                Level::Error,
+                &format!("service={service}: no user name"),
+            );
             return PamError::AUTH_ERR;
         }
     };
@@ -99,10 +115,20 @@ fn authenticate(pamh: &Pam, flags: PamFlags, args: &[String]) -> PamError {
         log::line(
             IDENT,
             Level::Debug,
-            &format!("service={service} user={user_text} config={} records={}", args.config_path().display(), config.records.as_str()),
+            &format!(
+                "service={service} user={user_text} config={} records={}",
+                args.config_path().display(),
+                config.records.as_str()
+            ),
         );
     }
-    let outcome = auth::authenticate(&store, user.as_ref(), &policy, &mut conversation, &SystemClock);
+    let outcome = auth::authenticate(
+        &store,
+        user.as_ref(),
+        &policy,
+        &mut conversation,
+        &SystemClock,
+    );
     let who = format!(
         "service={service} user={user_text} rhost={}",
         rhost.as_deref().unwrap_or("-")
@@ -113,50 +139,87 @@ fn authenticate(pamh: &Pam, flags: PamFlags, args: &[String]) -> PamError {
 /// Maps an outcome to its PAM code, user message and log line: the only place that does.
 fn finish(pamh: &Pam, conversation: &mut Conversation, who: &str, outcome: Outcome) -> PamError {
     match outcome {
-        Outcome::Accepted { factor, codes_left, password } => {
+        Outcome::Accepted {
+            factor,
+            codes_left,
+            password,
+        } => {
             if let Some(password) = password {
                 if let Err(e) = ffi::set_authtok(pamh, &password) {
-                    log::line(IDENT, Level::Error, &format!("{who}: cannot hand on the password: {e:?}"));
+                    log::line(
+                        IDENT,
+                        Level::Error,
+                        &format!("{who}: cannot hand on the password: {e:?}"),
+                    );
                     return PamError::AUTH_ERR;
                 }
             }
             if let Some(left) = codes_left {
                 conversation.info_line(&format!("Backup code accepted; {left} left"));
             }
-            log::line(IDENT, Level::Info, &format!("{who} factor={} outcome=success", factor.name()));
+            log::line(
+                IDENT,
+                Level::Info,
+                &format!("{who} factor={} outcome=success", factor.name()),
+            );
             PamError::SUCCESS
         }
         Outcome::Denied(denial) => {
-            log::line(IDENT, Level::Notice, &format!("{who} outcome=denied reason={}", denial.name()));
+            log::line(
+                IDENT,
+                Level::Notice,
+                &format!("{who} outcome=denied reason={}", denial.name()),
+            );
             PamError::AUTH_ERR
         }
         Outcome::Locked { retry_after } => {
             let minutes = retry_after.div_ceil(60).max(1);
-            conversation.error_line(&format!("Too many failed codes; try again in {minutes} min"));
-            log::line(IDENT, Level::Notice, &format!("{who} outcome=locked retry_after={retry_after}s"));
+            conversation.error_line(&format!(
+                "Too many failed codes; try again in {minutes} min"
+            ));
+            log::line(
+                IDENT,
+                Level::Notice,
+                &format!("{who} outcome=locked retry_after={retry_after}s"),
+            );
             PamError::MAXTRIES
         }
         Outcome::NotEnrolledSkipped => {
-            log::line(IDENT, Level::Info, &format!("{who} outcome=ignored reason=not-enrolled nullok"));
+            log::line(
+                IDENT,
+                Level::Info,
+                &format!("{who} outcome=ignored reason=not-enrolled nullok"),
+            );
             PamError::IGNORE
         }
         Outcome::ConversationFailed(e) => {
-            log::line(IDENT, Level::Notice, &format!("{who} outcome=conversation-failed ({e})"));
+            log::line(
+                IDENT,
+                Level::Notice,
+                &format!("{who} outcome=conversation-failed ({e})"),
+            );
             PamError::CONV_ERR
         }
         Outcome::Unavailable(e) => {
             conversation.error_line(UNAVAILABLE_HINT);
-            log::line(IDENT, Level::Error, &format!("{who} outcome=unavailable: {e}"));
+            log::line(
+                IDENT,
+                Level::Error,
+                &format!("{who} outcome=unavailable: {e}"),
+            );
             PamError::AUTHINFO_UNAVAIL
         }
     }
 }
 
 fn cstr_item(item: Result<Option<&CStr>, PamError>) -> Option<String> {
-    item.ok().flatten().map(|s| s.to_string_lossy().into_owned())
+    item.ok()
+        .flatten()
+        .map(|s| s.to_string_lossy().into_owned())
 }
 
 const IDENT: &str = "pam_twofold";
-const UNAVAILABLE_HINT: &str = "Two-factor authentication is unavailable; contact your administrator.";
+const UNAVAILABLE_HINT: &str =
+    "Two-factor authentication is unavailable; contact your administrator.";
 /// pam_unix's default delay.
 const FAIL_DELAY_MICROS: u32 = 2_000_000;
