@@ -477,12 +477,12 @@ impl From<RawConfig> for Config {
 fn issuer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let issuer = String::deserialize(d)?;
     if issuer.is_empty()
-        || issuer.chars().count() > 64
+        || issuer.len() > MAX_ISSUER_BYTES
         || issuer.contains(':')
         || issuer.chars().any(char::is_control)
     {
         return Err(D::Error::custom(
-            "issuer: expected 1 to 64 characters, without `:` or control characters",
+            "issuer: expected 1 to 32 bytes, without `:` or control characters",
         ));
     }
     Ok(Some(issuer))
@@ -535,6 +535,9 @@ fn lock_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     ranged(d, "throttle.lock_secs", 1, 604_800).map(|v| v as u32)
 }
 
+/// Keeps the otpauth URI (which carries the issuer twice, percent-encoded) small enough for a QR
+/// code that fits an 80-column terminal.
+const MAX_ISSUER_BYTES: usize = 32;
 const DEFAULT_RECORDS: &str = "/var/lib/twofold/{user}.toml";
 const MAX_CONFIG_BYTES: u64 = 64 * 1024;
 

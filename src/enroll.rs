@@ -78,10 +78,12 @@ impl Pending {
                 if current.is_some() && !replace {
                     return Err(EnrollError::AlreadyEnrolled);
                 }
-                match self
-                    .key
-                    .verify(&code, now, config.totp.window, state.last_step)
-                {
+                // The replay guard belongs to a key: a new key's codes start afresh.
+                let same_key = current
+                    .and_then(|r| r.totp.as_ref())
+                    .is_some_and(|k| k.secret == self.key.secret);
+                let last_step = if same_key { state.last_step } else { 0 };
+                match self.key.verify(&code, now, config.totp.window, last_step) {
                     Verdict::Accepted(step) => state.last_step = step,
                     Verdict::Replayed => return Err(EnrollError::ReplayedCode),
                     Verdict::Wrong => return Err(EnrollError::WrongCode),

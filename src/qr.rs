@@ -14,10 +14,9 @@ pub enum QrStyle {
 }
 
 /// Renders `text` as a QR code, one `\n`-terminated line per two module rows, quiet zone
-/// included. Errors if the text is too long for any QR version.
-pub fn render(text: &str, style: QrStyle) -> Result<String, qrcode::types::QrError> {
-    // Medium error correction: robust to a blurry phone camera, still small enough for 80 columns.
-    let code = QrCode::with_error_correction_level(text.as_bytes(), EcLevel::M)?;
+/// included, at most `MAX_COLUMNS` wide. Errors if the text does not fit.
+pub fn render(text: &str, style: QrStyle) -> Result<String, QrError> {
+    let code = fitting_code(text)?;
     let width = code.width();
     let colors = code.to_colors();
     let size = width + 2 * QUIET_ZONE;
@@ -58,8 +57,8 @@ pub fn render(text: &str, style: QrStyle) -> Result<String, qrcode::types::QrErr
 
 /// The module matrix with its quiet zone, `true` for dark: for tests that decode the code with an
 /// independent reader.
-pub fn modules(text: &str) -> Result<Vec<Vec<bool>>, qrcode::types::QrError> {
-    let code = QrCode::with_error_correction_level(text.as_bytes(), EcLevel::M)?;
+pub fn modules(text: &str) -> Result<Vec<Vec<bool>>, QrError> {
+    let code = fitting_code(text)?;
     let width = code.width();
     let colors = code.to_colors();
     let size = width + 2 * QUIET_ZONE;
@@ -77,6 +76,36 @@ pub fn modules(text: &str) -> Result<Vec<Vec<bool>>, qrcode::types::QrError> {
         })
         .collect())
 }
+
+/// Why a text could not be drawn.
+#[derive(Debug)]
+pub struct QrError(String);
+
+impl std::fmt::Display for QrError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for QrError {}
+
+/// Medium error correction survives a blurry phone camera; low is the fallback that still fits.
+fn fitting_code(text: &str) -> Result<QrCode, QrError> {
+    for level in [EcLevel::M, EcLevel::L] {
+        if let Ok(code) = QrCode::with_error_correction_level(text.as_bytes(), level) {
+            if code.width() + 2 * QUIET_ZONE <= MAX_COLUMNS {
+                return Ok(code);
+            }
+        }
+    }
+    Err(QrError(format!(
+        "the QR code would be wider than {MAX_COLUMNS} columns (a shorter issuer or user name \
+         helps); use --qr none and type the key"
+    )))
+}
+
+/// The terminal width the code must fit.
+pub const MAX_COLUMNS: usize = 80;
 
 /// The standard asks for four modules; two are enough for phone scanners and save width.
 const QUIET_ZONE: usize = 2;

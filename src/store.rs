@@ -75,22 +75,26 @@ impl FileStore {
 
     /// The record and state paths of `user` (looked up in passwd for home templates).
     pub fn paths(&self, user: &UserName) -> Result<(PathBuf, PathBuf), StoreError> {
-        let place = self.place(user)?;
+        let place = self
+            .place(user)?
+            .ok_or_else(|| StoreError::NoAccount(user.clone()))?;
         Ok((place.record, place.state))
     }
 
-    fn place(&self, user: &UserName) -> Result<Place, StoreError> {
+    /// `Ok(None)`: a home template and a user without a passwd entry, so not enrolled.
+    fn place(&self, user: &UserName) -> Result<Option<Place>, StoreError> {
         let owner = match self.template.location() {
             RecordsLocation::Central => None,
             RecordsLocation::Home => {
-                let account = Account::by_name(user)
-                    .map_err(|cause| StoreError::Io {
-                        path: "/etc/passwd".into(),
-                        action: "look up the user in",
-                        cause,
-                    })?
-                    .ok_or_else(|| StoreError::NoAccount(user.clone()))?;
-                Some(account)
+                let account = Account::by_name(user).map_err(|cause| StoreError::Io {
+                    path: "/etc/passwd".into(),
+                    action: "look up the user in",
+                    cause,
+                })?;
+                match account {
+                    Some(account) => Some(account),
+                    None => return Ok(None),
+                }
             }
         };
         let record = self
@@ -98,23 +102,27 @@ impl FileStore {
             .path_for(user.as_str(), owner.as_ref().map(|a| a.home.as_path()))
             .ok_or_else(|| StoreError::NoAccount(user.clone()))?;
         let state = state_path(&record);
-        Ok(Place {
+        Ok(Some(Place {
             record,
             state,
             owner,
-        })
+        }))
     }
 }
 
 impl Store for FileStore {
     fn load(&self, user: &UserName) -> Result<Option<(Record, State)>, StoreError> {
-        let place = self.place(user)?;
+        let Some(place) = self.place(user)? else {
+            return Ok(None);
+        };
         let _identity = Identity::assume(place.owner.as_ref())?;
-        place.check_directory()?;
+        if !place.check_directory()? {
+            return Ok(None);
+        }
         let Some(record) = place.read_record()? else {
             return Ok(None);
         };
-        let state = match place.open_state(false)? {
+        let state = match place.open(&place.state, OpenMode::Read)? {
             Some(file) => place.read_state(&file)?,
             None => State::default(),
         };
@@ -126,14 +134,25 @@ impl Store for FileStore {
         user: &UserName,
         change: impl FnOnce(&Record, &mut State) -> T,
     ) -> Result<Option<T>, StoreError> {
-        let place = self.place(user)?;
+        let Some(place) = self.place(user)? else {
+            return Ok(None);
+        };
         let _identity = Identity::assume(place.owner.as_ref())?;
-        place.check_directory()?;
-        let lock = place.lock()?;
+        if !place.check_directory()? {
+            return Ok(None);
+        }
+        // A state file exists for every enrolled user (enrollment writes it); only when it is
+        // missing is it worth reading the record first, so as not to create one for a stranger.
+        let lock = match place.lock(false)? {
+            Some(lock) => lock,
+            None if place.read_record()?.is_none() => return Ok(None),
+            None => place.lock(true)?.ok_or_else(|| missing(&place.state))?,
+        };
         // Re-read under the lock: this is the copy the decision is made on.
         let Some(record) = place.read_record()? else {
             return Ok(None);
         };
+        let lock = lock.file;
         let before = place.read_state(&lock)?;
         let mut state = before.clone();
         let result = change(&record, &mut state);
@@ -154,16 +173,34 @@ impl Store for FileStore {
         user: &UserName,
         change: impl FnOnce(Option<&Record>, &mut State) -> Result<(Option<Record>, T), E>,
     ) -> Result<Result<T, E>, StoreError> {
-        let place = self.place(user)?;
+        let place = self
+            .place(user)?
+            .ok_or_else(|| StoreError::NoAccount(user.clone()))?;
         let _identity = Identity::assume(place.owner.as_ref())?;
-        place.check_directory()?;
-        let lock = place.lock()?;
+        if !place.check_directory()? {
+            let dir = place.record.parent().unwrap_or(Path::new("/"));
+            return Err(StoreError::Io {
+                path: dir.into(),
+                action: "find the records directory",
+                cause: io::ErrorKind::NotFound.into(),
+            });
+        }
+        let Lock {
+            file: lock,
+            created,
+        } = place.lock(true)?.ok_or_else(|| missing(&place.state))?;
         let current = place.read_record()?;
         let before = place.read_state(&lock)?;
         let mut state = before.clone();
         let (record, result) = match change(current.as_ref(), &mut state) {
             Ok(done) => done,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => {
+                // A refused change leaves no trace, not even the lock file it made.
+                if created {
+                    remove_if_present(&place.state)?;
+                }
+                return Ok(Err(e));
+            }
         };
         match record {
             Some(record) => {
@@ -188,6 +225,12 @@ impl Store for FileStore {
     }
 }
 
+/// A held user lock: the open state file, and whether taking the lock created it.
+struct Lock {
+    file: File,
+    created: bool,
+}
+
 /// One user's files, and whose identity to use for them.
 struct Place {
     record: PathBuf,
@@ -206,13 +249,23 @@ impl Place {
         }
     }
 
-    fn check_directory(&self) -> Result<(), StoreError> {
+    /// Checks the directory that holds the files. `Ok(false)`: it does not exist, which in a
+    /// home means "not enrolled" (a missing central directory is an error: the package makes it).
+    fn check_directory(&self) -> Result<bool, StoreError> {
         let dir = self.record.parent().unwrap_or(Path::new("/"));
-        let meta = std::fs::metadata(dir).map_err(|cause| StoreError::Io {
-            path: dir.into(),
-            action: "inspect the records directory",
-            cause,
-        })?;
+        let meta = match std::fs::metadata(dir) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.owner.is_some() => {
+                return Ok(false)
+            }
+            Err(cause) => {
+                return Err(StoreError::Io {
+                    path: dir.into(),
+                    action: "inspect the records directory",
+                    cause,
+                })
+            }
+        };
         let owner = self.expected_owner();
         let unsafe_because = |why: String| {
             Err(StoreError::Unsafe {
@@ -235,7 +288,7 @@ impl Place {
                 meta.mode() & 0o7777
             ));
         }
-        Ok(())
+        Ok(true)
     }
 
     fn read_record(&self) -> Result<Option<Record>, StoreError> {
@@ -257,15 +310,6 @@ impl Place {
                 path: self.record.clone(),
                 cause,
             })
-    }
-
-    fn open_state(&self, create: bool) -> Result<Option<File>, StoreError> {
-        let mode = if create {
-            OpenMode::CreateReadWrite
-        } else {
-            OpenMode::Read
-        };
-        self.open(&self.state, mode)
     }
 
     fn read_state(&self, file: &File) -> Result<State, StoreError> {
@@ -311,16 +355,19 @@ impl Place {
         file.sync_data().map_err(io_err)
     }
 
-    /// Opens (creating if needed) the state file and takes the user's exclusive lock on it.
-    fn lock(&self) -> Result<File, StoreError> {
+    /// Takes the user's exclusive lock: `flock` on the state file. Creates the file if `create`
+    /// is set; otherwise a missing file gives `Ok(None)`.
+    fn lock(&self, create: bool) -> Result<Option<Lock>, StoreError> {
         loop {
-            let file = self
-                .open(&self.state, OpenMode::CreateReadWrite)?
-                .ok_or_else(|| StoreError::Io {
-                    path: self.state.clone(),
-                    action: "create",
-                    cause: io::ErrorKind::NotFound.into(),
-                })?;
+            let (file, created) = match self.open(&self.state, OpenMode::ReadWrite)? {
+                Some(file) => (file, false),
+                None if !create => return Ok(None),
+                None => match self.open(&self.state, OpenMode::CreateNew)? {
+                    Some(file) => (file, true),
+                    // Created by someone else in between: open theirs.
+                    None => continue,
+                },
+            };
             flock(&file, libc::LOCK_EX).map_err(|cause| StoreError::Io {
                 path: self.state.clone(),
                 action: "lock",
@@ -336,7 +383,7 @@ impl Place {
                 })?
                 .nlink();
             if links > 0 {
-                return Ok(file);
+                return Ok(Some(Lock { file, created }));
             }
         }
     }
@@ -385,12 +432,21 @@ impl Place {
         options
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK);
-        if mode == OpenMode::CreateReadWrite {
-            options.write(true).create(true).mode(0o600);
+        match mode {
+            OpenMode::Read => {}
+            OpenMode::ReadWrite => {
+                options.write(true);
+            }
+            OpenMode::CreateNew => {
+                options.write(true).create_new(true).mode(0o600);
+            }
         }
         let file = match options.open(path) {
             Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound && mode == OpenMode::Read => {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && mode != OpenMode::CreateNew => {
+                return Ok(None)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && mode == OpenMode::CreateNew => {
                 return Ok(None)
             }
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
@@ -438,7 +494,9 @@ impl Place {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum OpenMode {
     Read,
-    CreateReadWrite,
+    ReadWrite,
+    /// Create a new file (`O_EXCL`); `Ok(None)` if it exists already.
+    CreateNew,
 }
 
 /// While alive, file access uses the user's uid and gid (home records, when running as root).
@@ -550,6 +608,14 @@ fn remove_if_present(path: &Path) -> Result<(), StoreError> {
             action: "remove",
             cause,
         }),
+    }
+}
+
+fn missing(path: &Path) -> StoreError {
+    StoreError::Io {
+        path: path.into(),
+        action: "create",
+        cause: io::ErrorKind::NotFound.into(),
     }
 }
 

@@ -413,7 +413,7 @@ fn config_values_of_the_wrong_type_are_named() {
         ("digits = 6", "digits = [6]", 7, "expected i64"),
         ("count = 10", "count = 21", 12, "backup_codes.count: expected an integer from 0 to 20"),
         ("lock_secs = 900", "lock_secs = -1", 17, "throttle.lock_secs"),
-        ("issuer = \"example.org\"", "issuer = \"a:b\"", 1, "issuer: expected 1 to 64"),
+        ("issuer = \"example.org\"", "issuer = \"a:b\"", 1, "issuer: expected 1 to 32 bytes"),
         ("records = \"/var", "records = \"var", 2, "records: must be an absolute path"),
     ];
     for (from, to, line, needle) in cases {

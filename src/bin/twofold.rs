@@ -185,8 +185,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 .as_deref()
                 .map(create_private_file)
                 .transpose()?;
-            let codes =
-                enroll::regenerate_codes(&store, &user, usize::from(config.backup_codes.count))?;
+            let codes = match enroll::regenerate_codes(
+                &store,
+                &user,
+                usize::from(config.backup_codes.count),
+            ) {
+                Ok(codes) => codes,
+                Err(e) => {
+                    if let Some(path) = &backup_codes_file {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    return Err(e.into());
+                }
+            };
             audit(&user, "regenerated backup codes");
             show_codes(&codes, file, backup_codes_file.as_deref())
         }

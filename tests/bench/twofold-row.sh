@@ -37,3 +37,5 @@ for line in open(users):
     os.close(fd)
 PY
 rm -rf "$template"
+# Enrollment happened long before a login: flush the new files, as time would have.
+sync

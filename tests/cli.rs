@@ -1,0 +1,1162 @@
+//! The `twofold` CLI as an administrator and a user meet it: enrollment, status, backup codes,
+//! unlock and disable, google-authenticator imports, `check`, usage errors and the terminal QR
+//! code.
+//!
+//! Runs as any user: every test gets its own config and records directory under the temp dir and
+//! acts on the invoking user. Codes come from `oathtool` where it is installed (an independent
+//! oracle) and from the library otherwise; the printed QR code is decoded with `zbarimg`.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use pam_twofold::backup::{BackupCodes, Candidate};
+use pam_twofold::config::RecordsTemplate;
+use pam_twofold::record::{Record, UserThrottle};
+use pam_twofold::state::State;
+use pam_twofold::store::{FileStore, Store};
+use pam_twofold::totp::{Algorithm, Digits, Secret, TotpKey};
+use pam_twofold::user::{Account, UserName};
+
+const SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+const OTHER_SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+const ISSUER: &str = "twofold-test";
+/// Backup codes per enrollment in these tests; few, as each costs an argon2 hash to check.
+const CODES: usize = 4;
+
+// ---- Enrollment.
+
+#[test]
+fn enroll_with_secret_and_code_saves_the_key_and_shows_codes_once() {
+    let sandbox = Sandbox::new("");
+    let codes_file = sandbox.dir.join("codes.txt");
+    let run = sandbox.twofold(&[
+        "enroll",
+        "--secret",
+        SECRET,
+        "--code",
+        &code_now(SECRET),
+        "--qr",
+        "none",
+        "--backup-codes-file",
+        codes_file.to_str().unwrap(),
+    ]);
+    run.assert_success();
+    assert!(run.stderr.is_empty(), "stderr: {}", run.stderr);
+    assert!(run
+        .stdout
+        .contains(&format!("Two-factor authentication is on for {}", me())));
+
+    let codes = printed_codes(&run.stdout);
+    assert_eq!(codes.len(), CODES, "stdout: {}", run.stdout);
+    let mut unique = codes.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), CODES, "codes repeat: {codes:?}");
+
+    // The codes file is private and holds exactly the codes shown.
+    let meta = fs::symlink_metadata(&codes_file).unwrap();
+    assert!(meta.is_file());
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+    let written: Vec<String> = fs::read_to_string(&codes_file)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(written, codes);
+
+    // The record holds the given key and the hashes of exactly the codes shown.
+    let record = sandbox.record();
+    let key = record.totp.as_ref().expect("a TOTP key");
+    assert_eq!(key.secret.to_base32().as_str(), SECRET);
+    assert_eq!(
+        (key.algorithm, key.digits, key.period),
+        (Algorithm::Sha1, Digits::SIX, 30)
+    );
+    assert_eq!(record.backup_codes.len(), CODES);
+    for (index, code) in codes.iter().enumerate() {
+        assert_eq!(find_code(&record.backup_codes, code), Some(index), "{code}");
+    }
+    for file in [sandbox.record_path(), sandbox.state_path()] {
+        let mode = fs::metadata(&file).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600, "{}", file.display());
+    }
+
+    assert_eq!(
+        sandbox.status_json(),
+        format!(
+            r#"{{"user":"{}","totp":true,"backup_codes_left":{CODES},"locked_until":null,"keys":[]}}"#,
+            me()
+        )
+    );
+}
+
+#[test]
+fn printed_uri_names_issuer_algorithm_digits_and_period() {
+    let sandbox = Sandbox::new("[totp]\nalgorithm = \"SHA256\"\ndigits = 8\nperiod = 60\n");
+    let key = TotpKey {
+        secret: Secret::from_base32(SECRET).unwrap(),
+        algorithm: Algorithm::Sha256,
+        digits: Digits::new(8).unwrap(),
+        period: 60,
+    };
+    let code = key.code_at_step(key.step_of(now()));
+    let run = sandbox.twofold(&[
+        "enroll", "--secret", SECRET, "--code", &code, "--qr", "none",
+    ]);
+    run.assert_success();
+    let uri = printed_uri(&run.stdout);
+    let (path, query) = uri
+        .strip_prefix("otpauth://totp/")
+        .and_then(|rest| rest.split_once('?'))
+        .unwrap_or_else(|| panic!("not an otpauth TOTP URI: {uri}"));
+    assert_eq!(path, format!("{ISSUER}:{}", me()));
+    let mut params: Vec<(&str, &str)> =
+        query.split('&').filter_map(|p| p.split_once('=')).collect();
+    params.sort();
+    assert_eq!(
+        params,
+        [
+            ("algorithm", "SHA256"),
+            ("digits", "8"),
+            ("issuer", ISSUER),
+            ("period", "60"),
+            ("secret", SECRET),
+        ]
+    );
+    // The key typed by hand is the same secret, grouped for reading.
+    assert!(run
+        .stdout
+        .contains("Or type this key into the app: JBSW Y3DP EHPK 3PXP"));
+    let t = now();
+    if let Some(oath) = oathtool_code(SECRET, t, "sha256", 8, 60) {
+        assert_eq!(
+            oath,
+            key.code_at_step(key.step_of(t)).as_str(),
+            "library disagrees with oathtool"
+        );
+    }
+}
+
+#[test]
+fn code_typed_on_stdin_confirms_a_random_key_read_from_the_uri() {
+    let sandbox = Sandbox::new("");
+    let mut child = sandbox
+        .command(&["enroll", "--qr", "none"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    let uri = loop {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "no URI before EOF: {seen}"
+        );
+        seen.push_str(&line);
+        if line.starts_with("otpauth://") {
+            break line.trim_end().to_string();
+        }
+    };
+    let secret = uri_param(&uri, "secret").expect("secret in the URI");
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", code_now(&secret)).unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout: {seen}{rest} stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(printed_codes(&rest).len(), CODES);
+    let record = sandbox.record();
+    assert_eq!(record.totp.unwrap().secret.to_base32().as_str(), secret);
+}
+
+#[test]
+fn wrong_code_exits_1_with_one_line_and_saves_no_enrollment() {
+    let sandbox = Sandbox::new("");
+    let codes_file = sandbox.dir.join("codes.txt");
+    let run = sandbox.twofold(&[
+        "enroll",
+        "--secret",
+        SECRET,
+        "--code",
+        &wrong_code(SECRET),
+        "--qr",
+        "none",
+        "--backup-codes-file",
+        codes_file.to_str().unwrap(),
+    ]);
+    run.assert_failure_line("not the current code");
+    assert!(
+        !sandbox.record_path().exists(),
+        "a refused enrollment wrote a record"
+    );
+    assert!(
+        !codes_file.exists(),
+        "a refused enrollment left the backup codes file"
+    );
+    assert!(
+        !run.stdout.contains("Backup codes"),
+        "codes shown for a refused enrollment"
+    );
+    assert_eq!(sandbox.status_json(), not_enrolled_json());
+}
+
+#[test]
+fn refused_commands_write_no_file_at_all() {
+    let sandbox = Sandbox::new("");
+    let wrong = wrong_code(SECRET);
+    let refused: [(&[&str], &str); 4] = [
+        (
+            &[
+                "enroll", "--secret", SECRET, "--code", &wrong, "--qr", "none",
+            ],
+            "not the current code",
+        ),
+        (&["unlock", "--user", &me()], "not enrolled"),
+        (&["disable", "--user", &me()], "not enrolled"),
+        (&["codes", "regenerate"], "not enrolled"),
+    ];
+    for (args, needle) in refused {
+        sandbox.twofold(args).assert_failure_line(needle);
+        assert_eq!(
+            sandbox.record_files(),
+            Vec::<String>::new(),
+            "after {args:?}"
+        );
+    }
+}
+
+#[test]
+fn malformed_secret_is_refused_with_one_line() {
+    let sandbox = Sandbox::new("");
+    let run = sandbox.twofold(&["enroll", "--secret", "not base32!", "--code", "123456"]);
+    run.assert_failure_line("--secret");
+    assert!(!sandbox.record_path().exists());
+}
+
+#[test]
+fn re_enrolling_needs_force() {
+    let sandbox = Sandbox::new("");
+    sandbox.enroll(SECRET);
+    // The replacement's own code: the next step's, as the current step was spent by the first
+    // enrollment and a step is never accepted twice.
+    let next = code_at(OTHER_SECRET, now() + 30);
+    let run = sandbox.twofold(&[
+        "enroll",
+        "--secret",
+        OTHER_SECRET,
+        "--code",
+        &next,
+        "--qr",
+        "none",
+    ]);
+    run.assert_failure_line("--force");
+    assert_eq!(
+        sandbox.record().totp.unwrap().secret.to_base32().as_str(),
+        SECRET
+    );
+
+    let run = sandbox.twofold(&[
+        "enroll",
+        "--force",
+        "--secret",
+        OTHER_SECRET,
+        "--code",
+        &next,
+        "--qr",
+        "none",
+    ]);
+    run.assert_success();
+    assert_eq!(
+        sandbox.record().totp.unwrap().secret.to_base32().as_str(),
+        OTHER_SECRET
+    );
+}
+
+#[test]
+fn backup_codes_file_that_exists_is_not_overwritten() {
+    let sandbox = Sandbox::new("");
+    let codes_file = sandbox.dir.join("codes.txt");
+    fs::write(&codes_file, "precious\n").unwrap();
+    let run = sandbox.twofold(&[
+        "enroll",
+        "--secret",
+        SECRET,
+        "--code",
+        &code_now(SECRET),
+        "--backup-codes-file",
+        codes_file.to_str().unwrap(),
+    ]);
+    run.assert_failure_line("codes.txt");
+    assert_eq!(fs::read_to_string(&codes_file).unwrap(), "precious\n");
+    assert!(!sandbox.record_path().exists());
+}
+
+// ---- Status, backup codes, unlock, disable.
+
+#[test]
+fn status_of_an_unenrolled_user_says_so() {
+    let sandbox = Sandbox::new("");
+    assert_eq!(sandbox.status_json(), not_enrolled_json());
+    let run = sandbox.twofold(&["status"]);
+    run.assert_success();
+    assert!(run.stdout.contains("enrolled: no"), "{}", run.stdout);
+}
+
+#[test]
+fn regenerated_codes_replace_the_old_ones() {
+    let sandbox = Sandbox::new("");
+    let old = sandbox.enroll(SECRET);
+    // Spend one old code, so the count shows the new set starts whole.
+    let record = sandbox.record();
+    let binding = record.backup_codes.binding();
+    sandbox
+        .store()
+        .update(&sandbox.user(), |_, state: &mut State| {
+            state.spend_code(binding, 0)
+        })
+        .unwrap()
+        .unwrap();
+    assert!(sandbox
+        .status_json()
+        .contains(&format!("\"backup_codes_left\":{}", CODES - 1)));
+
+    let codes_file = sandbox.dir.join("new-codes.txt");
+    let run = sandbox.twofold(&[
+        "codes",
+        "regenerate",
+        "--backup-codes-file",
+        codes_file.to_str().unwrap(),
+    ]);
+    run.assert_success();
+    let new = printed_codes(&run.stdout);
+    assert_eq!(new.len(), CODES, "{}", run.stdout);
+    assert!(
+        new.iter().all(|code| !old.contains(code)),
+        "old {old:?}, new {new:?}"
+    );
+    assert_eq!(
+        fs::metadata(&codes_file).unwrap().permissions().mode() & 0o7777,
+        0o600
+    );
+    assert_eq!(
+        fs::read_to_string(&codes_file)
+            .unwrap()
+            .lines()
+            .collect::<Vec<_>>(),
+        new
+    );
+
+    let record = sandbox.record();
+    assert_eq!(
+        record.totp.unwrap().secret.to_base32().as_str(),
+        SECRET,
+        "the key must stay"
+    );
+    for code in &old {
+        assert_eq!(
+            find_code(&record.backup_codes, code),
+            None,
+            "old code {code} still works"
+        );
+    }
+    for (index, code) in new.iter().enumerate() {
+        assert_eq!(
+            find_code(&record.backup_codes, code),
+            Some(index),
+            "new code {code}"
+        );
+    }
+    assert!(sandbox
+        .status_json()
+        .contains(&format!("\"backup_codes_left\":{CODES}")));
+}
+
+#[test]
+fn regenerating_codes_without_an_enrollment_fails() {
+    let sandbox = Sandbox::new("");
+    let run = sandbox.twofold(&["codes", "regenerate"]);
+    run.assert_failure_line("not enrolled");
+    assert!(!sandbox.record_path().exists());
+}
+
+#[test]
+fn failed_regeneration_leaves_no_codes_file() {
+    let sandbox = Sandbox::new("");
+    let codes_file = sandbox.dir.join("codes.txt");
+    let run = sandbox.twofold(&[
+        "codes",
+        "regenerate",
+        "--backup-codes-file",
+        codes_file.to_str().unwrap(),
+    ]);
+    run.assert_failure_line("not enrolled");
+    assert!(!codes_file.exists(), "an empty codes file was left behind");
+}
+
+#[test]
+fn unlock_clears_the_lock_shown_by_status() {
+    let sandbox = Sandbox::new("");
+    sandbox.enroll(SECRET);
+    let until = now() + 600;
+    sandbox
+        .store()
+        .update(&sandbox.user(), |_, state: &mut State| {
+            state.failures = vec![now()];
+            state.locked_until = until;
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        sandbox.status_json(),
+        format!(
+            r#"{{"user":"{}","totp":true,"backup_codes_left":{CODES},"locked_until":{until},"keys":[]}}"#,
+            me()
+        )
+    );
+    let run = sandbox.twofold(&["status"]);
+    assert!(run.stdout.contains("locked: yes"), "{}", run.stdout);
+
+    let run = sandbox.twofold(&["unlock", "--user", &me()]);
+    run.assert_success();
+    assert!(run.stdout.contains("unlocked"), "{}", run.stdout);
+    assert!(sandbox.status_json().contains("\"locked_until\":null"));
+    let (_, state) = sandbox.store().load(&sandbox.user()).unwrap().unwrap();
+    assert!(
+        state.failures.is_empty() && state.locked_until == 0,
+        "{state:?}"
+    );
+}
+
+#[test]
+fn unlocking_an_unenrolled_user_fails() {
+    let sandbox = Sandbox::new("");
+    sandbox
+        .twofold(&["unlock", "--user", &me()])
+        .assert_failure_line("not enrolled");
+    assert!(!sandbox.record_path().exists());
+}
+
+#[test]
+fn disable_removes_the_enrollment() {
+    let sandbox = Sandbox::new("");
+    sandbox.enroll(SECRET);
+    let run = sandbox.twofold(&["disable", "--user", &me()]);
+    run.assert_success();
+    assert!(run.stdout.contains("removed"), "{}", run.stdout);
+    assert_eq!(sandbox.record_files(), Vec::<String>::new());
+    assert_eq!(sandbox.status_json(), not_enrolled_json());
+    sandbox
+        .twofold(&["disable", "--user", &me()])
+        .assert_failure_line("not enrolled");
+}
+
+// ---- Imports.
+
+#[test]
+fn google_authenticator_file_is_imported_with_its_limits_and_scratch_codes() {
+    let sandbox = Sandbox::new("");
+    let file = sandbox.write_private(
+        "google_authenticator",
+        "JBSWY3DPEHPK3PXP\n\" RATE_LIMIT 3 30 1764316800\n\" WINDOW_SIZE 3\n\" DISALLOW_REUSE 58810560\n\
+         \" TOTP_AUTH\n12345678\n87654321\n",
+        0o400,
+    );
+    let run = sandbox.twofold(&["import", "google-authenticator", file.to_str().unwrap()]);
+    run.assert_success();
+    assert!(run.stdout.contains("2 scratch codes"), "{}", run.stdout);
+
+    let record = sandbox.record();
+    let key = record.totp.as_ref().unwrap();
+    assert_eq!(key.secret.to_base32().as_str(), "JBSWY3DPEHPK3PXP");
+    assert_eq!(
+        (key.algorithm, key.digits, key.period),
+        (Algorithm::Sha1, Digits::SIX, 30)
+    );
+    assert_eq!(
+        record.window,
+        Some(1),
+        "WINDOW_SIZE 3 means one step either side"
+    );
+    assert_eq!(
+        record.throttle,
+        Some(UserThrottle {
+            max_failures: 3,
+            window_secs: 30
+        })
+    );
+    assert_eq!(find_code(&record.backup_codes, "12345678"), Some(0));
+    assert_eq!(find_code(&record.backup_codes, "87654321"), Some(1));
+    assert_eq!(
+        sandbox.status_json(),
+        format!(
+            r#"{{"user":"{}","totp":true,"backup_codes_left":2,"locked_until":null,"keys":[]}}"#,
+            me()
+        )
+    );
+    // The imported key is the phone's: oathtool's code for it is what the record computes.
+    if let Some(oath) = oathtool_code("JBSWY3DPEHPK3PXP", now(), "sha1", 6, 30) {
+        assert_eq!(key.code_at_step(key.step_of(now())).as_str(), oath);
+    }
+    // An existing enrollment is kept unless --force.
+    let run = sandbox.twofold(&["import", "google-authenticator", file.to_str().unwrap()]);
+    run.assert_failure_line("--force");
+    let run = sandbox.twofold(&[
+        "import",
+        "google-authenticator",
+        "--force",
+        file.to_str().unwrap(),
+    ]);
+    run.assert_success();
+}
+
+#[test]
+fn google_authenticator_hotp_file_is_refused_clearly() {
+    let sandbox = Sandbox::new("");
+    let file = sandbox.write_private(
+        "google_authenticator",
+        "JBSWY3DPEHPK3PXP\n\" HOTP_COUNTER 1\n\" WINDOW_SIZE 17\n12345678\n",
+        0o400,
+    );
+    let run = sandbox.twofold(&["import", "google-authenticator", file.to_str().unwrap()]);
+    let line = run.assert_failure_line("HOTP");
+    assert!(
+        line.contains("TOTP only") && line.contains(file.to_str().unwrap()),
+        "{line}"
+    );
+    assert_eq!(sandbox.record_files(), Vec::<String>::new());
+}
+
+#[test]
+fn google_authenticator_file_with_a_bad_line_names_it() {
+    let sandbox = Sandbox::new("");
+    let file = sandbox.write_private(
+        "google_authenticator",
+        "JBSWY3DPEHPK3PXP\n\" TOTP_AUTH\nhello\n",
+        0o600,
+    );
+    let line = sandbox
+        .twofold(&["import", "google-authenticator", file.to_str().unwrap()])
+        .assert_failure_line("line 3");
+    assert!(line.contains(file.to_str().unwrap()), "{line}");
+    assert!(!sandbox.record_path().exists());
+}
+
+// ---- check.
+
+#[test]
+fn check_passes_on_a_sound_setup_when_records_belong_to_root() {
+    let sandbox = Sandbox::new("");
+    sandbox.enroll(SECRET);
+    let run = sandbox.twofold(&["check"]);
+    if is_root() {
+        run.assert_success();
+        assert!(
+            run.stdout
+                .contains(&format!("{}: ok", sandbox.config.display())),
+            "{}",
+            run.stdout
+        );
+        assert!(
+            run.stdout.contains("records checked: 1, with problems: 0"),
+            "{}",
+            run.stdout
+        );
+        assert!(run.stdout.contains("no problems found"), "{}", run.stdout);
+    } else {
+        // The module runs as root and refuses a records directory anyone else owns; so does check.
+        run.assert_failure_line("problem");
+        let expected = format!("{}: unsafe: owner uid", sandbox.rec.display());
+        assert!(run.stdout.contains(&expected), "{}", run.stdout);
+    }
+}
+
+#[test]
+fn check_reports_a_records_directory_others_can_write() {
+    let sandbox = Sandbox::new("");
+    fs::set_permissions(&sandbox.rec, fs::Permissions::from_mode(0o777)).unwrap();
+    let run = sandbox.twofold(&["check"]);
+    run.assert_failure_line("problem");
+    assert!(
+        run.stdout
+            .contains(&format!("{}: unsafe", sandbox.rec.display())),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn check_names_a_malformed_record() {
+    let sandbox = Sandbox::new("");
+    sandbox.write_private("rec/bogus.toml", "version = 1\n", 0o600);
+    let run = sandbox.twofold(&["check"]);
+    run.assert_failure_line("problem");
+    let expected = format!(
+        "{}: malformed record",
+        sandbox.rec.join("bogus.toml").display()
+    );
+    assert!(run.stdout.contains(&expected), "{}", run.stdout);
+    assert!(run.stdout.contains("with problems: 1"), "{}", run.stdout);
+}
+
+#[test]
+fn check_names_file_and_line_of_a_bad_config_value() {
+    let sandbox = Sandbox::new("[totp]\nwindow = 1\ndigits = 9\n");
+    let line = sandbox.twofold(&["check"]).assert_failure_line("6 to 8");
+    // Lines 1 to 4 are the issuer, the records template and [backup_codes]; 5 opens [totp].
+    assert!(
+        line.contains(&format!("{}:7:", sandbox.config.display())),
+        "{line}"
+    );
+
+    let sandbox = Sandbox::new("[totp]\nwindw = 1\n");
+    let line = sandbox.twofold(&["check"]).assert_failure_line("windw");
+    assert!(
+        line.contains(&format!("{}:6:", sandbox.config.display())),
+        "{line}"
+    );
+}
+
+#[test]
+fn config_writable_by_others_is_refused() {
+    let sandbox = Sandbox::new("");
+    fs::set_permissions(&sandbox.config, fs::Permissions::from_mode(0o666)).unwrap();
+    let line = sandbox.twofold(&["check"]).assert_failure_line("unsafe");
+    assert!(line.contains(sandbox.config.to_str().unwrap()), "{line}");
+    sandbox
+        .twofold(&["enroll", "--secret", SECRET, "--code", &code_now(SECRET)])
+        .assert_failure_line("unsafe");
+    assert!(!sandbox.record_path().exists());
+}
+
+// ---- Usage errors.
+
+#[test]
+fn usage_errors_exit_2_and_change_nothing() {
+    let sandbox = Sandbox::new("");
+    let cases: [&[&str]; 7] = [
+        &[],
+        &["frobnicate"],
+        &["unlock"],
+        &["disable"],
+        &["codes"],
+        &["enroll", "--qr", "sixel"],
+        &["status", "--jsn"],
+    ];
+    for args in cases {
+        let run = sandbox.twofold(args);
+        assert_eq!(run.code, Some(2), "{args:?}: {run:?}");
+        assert!(run.stdout.is_empty(), "{args:?}: {run:?}");
+        assert!(!run.stderr.is_empty(), "{args:?}: nothing on stderr");
+    }
+    assert_eq!(sandbox.record_files(), Vec::<String>::new());
+}
+
+// ---- The QR code.
+
+#[test]
+fn utf8_qr_code_fits_80_columns_and_decodes_to_the_uri() {
+    let sandbox = Sandbox::new("");
+    let run = sandbox.twofold(&[
+        "enroll",
+        "--secret",
+        SECRET,
+        "--code",
+        &code_now(SECRET),
+        "--qr",
+        "utf8",
+    ]);
+    run.assert_success();
+    let uri = printed_uri(&run.stdout);
+    let drawing = qr_lines(&run.stdout);
+    assert_fits_80_columns(&drawing);
+    // In this style the ink is the light modules: it reads right as light text on a dark terminal.
+    let modules = parse_half_blocks(&drawing, false);
+    assert_eq!(
+        modules,
+        pam_twofold::qr::modules(&uri).unwrap(),
+        "drawing differs from the matrix"
+    );
+    assert_decodes_to(&modules, &uri, &sandbox.dir.join("qr-utf8.pgm"));
+}
+
+#[test]
+fn ansi_qr_code_fits_80_columns_and_decodes_to_the_uri() {
+    let sandbox = Sandbox::new("");
+    let run = sandbox.twofold(&[
+        "enroll",
+        "--secret",
+        SECRET,
+        "--code",
+        &code_now(SECRET),
+        "--qr",
+        "ansi",
+    ]);
+    run.assert_success();
+    let uri = printed_uri(&run.stdout);
+    let drawing: Vec<String> = qr_lines(&run.stdout)
+        .iter()
+        .map(|line| line.replace("\x1b[30;107m", "").replace("\x1b[0m", ""))
+        .collect();
+    assert!(
+        drawing.iter().all(|line| !line.contains('\x1b')),
+        "unexpected escapes: {drawing:?}"
+    );
+    assert_fits_80_columns(&drawing);
+    let modules = parse_half_blocks(&drawing, true);
+    assert_decodes_to(&modules, &uri, &sandbox.dir.join("qr-ansi.pgm"));
+}
+
+#[test]
+fn qr_code_fits_80_columns_for_the_longest_legal_issuer() {
+    // 32 bytes is the most the config allows; two-byte characters are the worst case.
+    let issuer = "é".repeat(16);
+    let sandbox = Sandbox::with_issuer(&issuer, "");
+    let run = sandbox.twofold(&[
+        "enroll",
+        "--secret",
+        SECRET,
+        "--code",
+        &code_now(SECRET),
+        "--qr",
+        "utf8",
+    ]);
+    run.assert_success();
+    assert_fits_80_columns(&qr_lines(&run.stdout));
+}
+
+// ---- Helpers.
+
+/// A config file and an empty records directory in a fresh temp dir, removed on drop.
+struct Sandbox {
+    dir: PathBuf,
+    config: PathBuf,
+    rec: PathBuf,
+}
+
+impl Sandbox {
+    fn new(extra_config: &str) -> Sandbox {
+        Sandbox::with_issuer(ISSUER, extra_config)
+    }
+
+    fn with_issuer(issuer: &str, extra_config: &str) -> Sandbox {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "twofold-cli-{}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        ));
+        fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+        let rec = dir.join("rec");
+        fs::DirBuilder::new().mode(0o700).create(&rec).unwrap();
+        let config = dir.join("config.toml");
+        let text = format!(
+            "issuer = \"{issuer}\"\nrecords = \"{}/{{user}}.toml\"\n[backup_codes]\ncount = {CODES}\n{extra_config}",
+            rec.display()
+        );
+        let sandbox = Sandbox {
+            dir,
+            config: config.clone(),
+            rec,
+        };
+        sandbox.write_private("config.toml", &text, 0o600);
+        sandbox
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_twofold"));
+        command.arg("--config").arg(&self.config).args(args);
+        command
+    }
+
+    fn twofold(&self, args: &[&str]) -> Run {
+        let output = self
+            .command(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run twofold: {e}"));
+        Run::from(output)
+    }
+
+    /// Enrolls the invoking user with `secret` through the CLI; returns the backup codes shown.
+    fn enroll(&self, secret: &str) -> Vec<String> {
+        let run = self.twofold(&[
+            "enroll",
+            "--secret",
+            secret,
+            "--code",
+            &code_now(secret),
+            "--qr",
+            "none",
+        ]);
+        run.assert_success();
+        printed_codes(&run.stdout)
+    }
+
+    fn status_json(&self) -> String {
+        let run = self.twofold(&["status", "--json"]);
+        run.assert_success();
+        let line = run.stdout.trim_end().to_string();
+        assert_eq!(line.lines().count(), 1, "{}", run.stdout);
+        let parsed: serde_json::Value = serde_json::from_str(&line).expect("status --json is JSON");
+        assert!(parsed.is_object(), "{line}");
+        line
+    }
+
+    fn user(&self) -> UserName {
+        UserName::parse(&me()).unwrap()
+    }
+
+    fn store(&self) -> FileStore {
+        let template = format!("{}/{{user}}.toml", self.rec.display());
+        FileStore::new(RecordsTemplate::parse(&template).unwrap())
+    }
+
+    fn record(&self) -> Record {
+        let (record, _) = self
+            .store()
+            .load(&self.user())
+            .unwrap()
+            .expect("an enrollment");
+        record
+    }
+
+    fn record_path(&self) -> PathBuf {
+        self.rec.join(format!("{}.toml", me()))
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.rec.join(format!("{}.state", me()))
+    }
+
+    /// The names in the records directory, sorted.
+    fn record_files(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(&self.rec)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn write_private(&self, name: &str, text: &str, mode: u32) -> PathBuf {
+        let path = self.dir.join(name);
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One finished run of the CLI.
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Run {
+        Run {
+            code: output.status.code(),
+            stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
+        }
+    }
+}
+
+impl Run {
+    #[track_caller]
+    fn assert_success(&self) {
+        assert_eq!(self.code, Some(0), "{self:#?}");
+    }
+
+    /// Asserts exit 1 with exactly one `twofold: ...` line on stderr containing `needle`, and
+    /// returns that line.
+    #[track_caller]
+    fn assert_failure_line(&self, needle: &str) -> String {
+        assert_eq!(self.code, Some(1), "{self:#?}");
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "expected one stderr line: {self:#?}");
+        assert!(lines[0].starts_with("twofold: "), "{self:#?}");
+        assert!(
+            lines[0].contains(needle),
+            "stderr lacks {needle:?}: {self:#?}"
+        );
+        lines[0].to_string()
+    }
+}
+
+fn me() -> String {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    Account::by_uid(uid)
+        .unwrap()
+        .unwrap_or_else(|| panic!("uid {uid} has no passwd entry"))
+        .name
+        .as_str()
+        .to_string()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn not_enrolled_json() -> String {
+    format!(
+        r#"{{"user":"{}","totp":false,"backup_codes_left":0,"locked_until":null,"keys":[]}}"#,
+        me()
+    )
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn sha1_key(secret: &str) -> TotpKey {
+    TotpKey {
+        secret: Secret::from_base32(secret).unwrap(),
+        algorithm: Algorithm::Sha1,
+        digits: Digits::SIX,
+        period: 30,
+    }
+}
+
+/// The default (SHA1, 6 digits, 30 s) code at `unix_time`, from the library.
+fn code_at(secret: &str, unix_time: u64) -> String {
+    let key = sha1_key(secret);
+    key.code_at_step(key.step_of(unix_time)).to_string()
+}
+
+/// The current default code: from oathtool where installed (checked against the library), else
+/// from the library.
+fn code_now(secret: &str) -> String {
+    let t = now();
+    let ours = code_at(secret, t);
+    match oathtool_code(secret, t, "sha1", 6, 30) {
+        Some(theirs) => {
+            assert_eq!(theirs, ours, "oathtool and the library disagree at {t}");
+            theirs
+        }
+        None => ours,
+    }
+}
+
+/// `oathtool`'s TOTP code at `unix_time`, or `None` if oathtool is not installed.
+fn oathtool_code(
+    secret: &str,
+    unix_time: u64,
+    algorithm: &str,
+    digits: u8,
+    period: u32,
+) -> Option<String> {
+    let output = Command::new("oathtool")
+        .arg(format!("--totp={algorithm}"))
+        .arg("--base32")
+        .arg(format!("--digits={digits}"))
+        .arg(format!("--time-step-size={period}s"))
+        .arg(format!("--now=@{unix_time}"))
+        .arg(secret)
+        .output()
+        .ok()?;
+    assert!(
+        output.status.success(),
+        "oathtool: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some(String::from_utf8(output.stdout).unwrap().trim().to_string())
+}
+
+/// A six-digit code that no step near now has.
+fn wrong_code(secret: &str) -> String {
+    let t = now();
+    let near: Vec<String> = (0..=10)
+        .map(|i| code_at(secret, t + i * 30 - 150))
+        .collect();
+    (0..)
+        .map(|n: u32| format!("{n:06}"))
+        .find(|code| !near.contains(code))
+        .unwrap()
+}
+
+/// The backup codes in the CLI's output (`abcde-fghjk`, one per line).
+fn printed_codes(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter(|line| {
+            line.len() == 11
+                && line.as_bytes()[5] == b'-'
+                && line
+                    .bytes()
+                    .enumerate()
+                    .all(|(i, b)| i == 5 || b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+fn printed_uri(stdout: &str) -> String {
+    let uris: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("otpauth://"))
+        .collect();
+    assert_eq!(uris.len(), 1, "expected one URI: {stdout}");
+    uris[0].to_string()
+}
+
+fn uri_param(uri: &str, name: &str) -> Option<String> {
+    let (_, query) = uri.split_once('?')?;
+    query
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_string())
+}
+
+/// Whether `code` is one of `codes`, checked the way a login checks it.
+fn find_code(codes: &BackupCodes, code: &str) -> Option<usize> {
+    let candidate = Candidate::parse(code)?;
+    codes.find(&codes.hash_candidate(&candidate)?)
+}
+
+/// The QR drawing: the lines between the scan instruction and the URI.
+fn qr_lines(stdout: &str) -> Vec<String> {
+    let lines: Vec<&str> = stdout.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with("Scan this QR code"))
+        .expect("scan instruction")
+        + 1;
+    let end = lines
+        .iter()
+        .position(|l| l.starts_with("otpauth://"))
+        .expect("URI");
+    assert!(end > start + 10, "no QR drawing: {stdout}");
+    lines[start..end].iter().map(|l| l.to_string()).collect()
+}
+
+#[track_caller]
+fn assert_fits_80_columns(drawing: &[String]) {
+    for line in drawing {
+        let columns = line.chars().count();
+        assert!(columns <= 80, "{columns} columns: {line}");
+    }
+}
+
+/// Turns half-block text back into a square module matrix (`true` for dark). With
+/// `ink_is_dark`, a drawn half is a dark module; otherwise a drawn half is a light one.
+fn parse_half_blocks(drawing: &[String], ink_is_dark: bool) -> Vec<Vec<bool>> {
+    let size = drawing[0].chars().count();
+    assert!(
+        drawing.iter().all(|l| l.chars().count() == size),
+        "ragged drawing: {drawing:?}"
+    );
+    let mut rows = Vec::new();
+    for line in drawing {
+        let mut top = Vec::new();
+        let mut bottom = Vec::new();
+        for c in line.chars() {
+            let (top_ink, bottom_ink) = match c {
+                '█' => (true, true),
+                '▀' => (true, false),
+                '▄' => (false, true),
+                ' ' => (false, false),
+                other => panic!("unexpected character {other:?} in the QR drawing"),
+            };
+            top.push(top_ink == ink_is_dark);
+            bottom.push(bottom_ink == ink_is_dark);
+        }
+        rows.push(top);
+        rows.push(bottom);
+    }
+    // An odd size leaves a half row of padding at the bottom.
+    assert!(
+        rows.len() == size || rows.len() == size + 1,
+        "{} rows for width {size}",
+        rows.len()
+    );
+    rows.truncate(size);
+    rows
+}
+
+/// Draws `modules` as a grey-map image, surrounded by dark terminal background beyond the code's
+/// own quiet zone, and asserts that `zbarimg` reads exactly `uri` from it. Skips (with a reason)
+/// when zbarimg is missing, except under CI=true.
+fn assert_decodes_to(modules: &[Vec<bool>], uri: &str, image: &Path) {
+    let available = Command::new("zbarimg")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !available {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "zbarimg is missing (Debian package zbar-tools); CI must decode the QR code"
+        );
+        eprintln!("SKIPPED the QR decode: zbarimg is not installed (apt-get install zbar-tools)");
+        return;
+    }
+    const SCALE: usize = 6;
+    const BACKGROUND: usize = 8;
+    let side = (modules.len() + 2 * BACKGROUND) * SCALE;
+    let mut pixels = vec![0u8; side * side];
+    for (y, row) in modules.iter().enumerate() {
+        for (x, &dark) in row.iter().enumerate() {
+            let value = if dark { 0 } else { 255 };
+            for dy in 0..SCALE {
+                let at = ((BACKGROUND + y) * SCALE + dy) * side + (BACKGROUND + x) * SCALE;
+                pixels[at..at + SCALE].fill(value);
+            }
+        }
+    }
+    let mut bytes = format!("P5\n{side} {side}\n255\n").into_bytes();
+    bytes.extend_from_slice(&pixels);
+    fs::write(image, bytes).unwrap();
+    let output = Command::new("zbarimg")
+        .args(["--raw", "-q"])
+        .arg(image)
+        .output()
+        .unwrap();
+    let decoded = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "zbarimg found no code in {}: {}",
+        image.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(decoded.strip_suffix('\n').unwrap_or(&decoded), uri);
+}

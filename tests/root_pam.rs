@@ -1,0 +1,364 @@
+//! Root-only end-to-end logins: real users made with `useradd`, real service files in
+//! `/etc/pam.d` stacking `pam_unix` and the built module, driven by `pamtester`.
+//!
+//! Not root: each test says why it is skipped and passes, except under `CI=true`, where it fails.
+//! When a test runs it leaves `target/root-tests-ran/<test>`, so CI can check that it did.
+//! Every failing login costs the module's 2 s fail delay, so there are few of them.
+
+mod root;
+
+use std::fs;
+use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+
+use pam_twofold::backup::{BackupCodes, Cost};
+use pam_twofold::config::RecordsTemplate;
+use pam_twofold::record::Record;
+use pam_twofold::store::{FileStore, Store};
+use pam_twofold::totp::Secret;
+use pam_twofold::user::{Account, UserName};
+
+use root::{enroll_interactively, pamtester, root_test_starts, totp, Service, TempDir, TestUser};
+
+/// The name of the enclosing test function, for its marker file.
+macro_rules! this_test {
+    () => {{
+        fn here() {}
+        let path = std::any::type_name_of_val(&here);
+        let path = path.strip_suffix("::here").unwrap_or(path);
+        path.rsplit("::").next().unwrap_or(path)
+    }};
+}
+
+/// Returns early from a test that cannot run without root (see `root_test_starts`).
+macro_rules! needs_root {
+    () => {
+        if !root_test_starts(this_test!()) {
+            return;
+        }
+    };
+}
+
+/// The usual stack: the password, then the second factor.
+const PASSWORD_THEN_CODE: &[&str] = &[
+    "auth required pam_unix.so",
+    "auth required {module} config={config}",
+];
+
+// ---- Central records.
+
+#[test]
+fn right_password_and_code_log_in_once() {
+    needs_root!();
+    let host = Host::central("once", PASSWORD_THEN_CODE);
+    let user = TestUser::create("once");
+    let (secret, _) = host.enroll_with_library(&user, 0);
+
+    let code = totp::now(&secret);
+    let login = pamtester(&host.service, &user.name, &[&user.password, &code]);
+    login.assert_success();
+    assert!(login.output.contains("Verification code: "), "{login:#?}");
+
+    // The same code again: refused, although the password is right.
+    pamtester(&host.service, &user.name, &[&user.password, &code]).assert_failure();
+}
+
+#[test]
+fn wrong_code_or_wrong_password_fails() {
+    needs_root!();
+    let host = Host::central("wrong", PASSWORD_THEN_CODE);
+    let user = TestUser::create("wrong");
+    let (secret, _) = host.enroll_with_library(&user, 0);
+
+    let login = pamtester(
+        &host.service,
+        &user.name,
+        &[&user.password, &totp::wrong(&secret)],
+    );
+    login.assert_failure();
+    assert!(
+        !login.output.contains("unavailable"),
+        "a wrong code is not a fault: {login:#?}"
+    );
+
+    let login = pamtester(
+        &host.service,
+        &user.name,
+        &["not the password", &totp::now(&secret)],
+    );
+    login.assert_failure();
+}
+
+#[test]
+fn backup_code_works_once() {
+    needs_root!();
+    let host = Host::central("backup", PASSWORD_THEN_CODE);
+    let user = TestUser::create("backup");
+    let (_, codes) = host.enroll_with_library(&user, 3);
+
+    let login = pamtester(&host.service, &user.name, &[&user.password, &codes[1]]);
+    login.assert_success();
+    assert!(
+        login.output.contains("Backup code accepted; 2 left"),
+        "{login:#?}"
+    );
+
+    pamtester(&host.service, &user.name, &[&user.password, &codes[1]]).assert_failure();
+}
+
+#[test]
+fn user_enrolled_through_the_cli_logs_in() {
+    needs_root!();
+    let host = Host::central("cli", PASSWORD_THEN_CODE);
+    let user = TestUser::create("cli");
+    let enrolled = enroll_interactively(&host.config, &user.name);
+    assert_eq!(enrolled.backup_codes.len(), 3, "config asks for 3 codes");
+
+    let record = host
+        .dir
+        .path
+        .join("rec")
+        .join(format!("{}.toml", user.name));
+    let meta = fs::metadata(&record).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.mode() & 0o7777),
+        (0, 0o600),
+        "central records are root's"
+    );
+
+    // Enrolling spent the current step; the next one is within the window.
+    let code = totp::next(&enrolled.secret);
+    pamtester(&host.service, &user.name, &[&user.password, &code]).assert_success();
+    let backup = enrolled.backup_codes[0].as_str();
+    let login = pamtester(&host.service, &user.name, &[&user.password, backup]);
+    login.assert_success();
+    assert!(
+        login.output.contains("Backup code accepted; 2 left"),
+        "{login:#?}"
+    );
+}
+
+// ---- Records in the user's home.
+
+#[test]
+fn home_record_is_created_as_the_user_and_works_at_login() {
+    needs_root!();
+    let host = Host::home("home", PASSWORD_THEN_CODE);
+    let user = TestUser::create("home");
+    fs::set_permissions(&user.home, fs::Permissions::from_mode(0o700)).unwrap();
+
+    let enrolled = enroll_interactively(&host.config, &user.name);
+    for name in [".twofold.toml", ".twofold.state"] {
+        let meta =
+            fs::symlink_metadata(user.home.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(meta.is_file(), "{name}");
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (user.uid, user.gid),
+            "{name} must be the user's"
+        );
+        assert_eq!(meta.mode() & 0o7777, 0o600, "{name}");
+    }
+    let strays: Vec<String> = fs::read_dir(&user.home)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".twofold") && n.ends_with(".tmp"))
+        .collect();
+    assert!(strays.is_empty(), "temp files left: {strays:?}");
+
+    let code = totp::next(&enrolled.secret);
+    pamtester(&host.service, &user.name, &[&user.password, &code]).assert_success();
+    // The login's state write also went through the user's identity.
+    let state = fs::metadata(user.home.join(".twofold.state")).unwrap();
+    assert_eq!(state.uid(), user.uid);
+}
+
+#[test]
+fn home_record_open_to_others_or_owned_by_another_user_is_refused() {
+    needs_root!();
+    let host = Host::home("unsafe", PASSWORD_THEN_CODE);
+    let user = TestUser::create("unsafe");
+    fs::set_permissions(&user.home, fs::Permissions::from_mode(0o700)).unwrap();
+    let (secret, _) = host.enroll_with_library(&user, 0);
+    let record = user.home.join(".twofold.toml");
+    assert_eq!(
+        fs::metadata(&record).unwrap().uid(),
+        user.uid,
+        "written as the user"
+    );
+
+    fs::set_permissions(&record, fs::Permissions::from_mode(0o644)).unwrap();
+    let login = pamtester(
+        &host.service,
+        &user.name,
+        &[&user.password, &totp::now(&secret)],
+    );
+    login.assert_failure();
+    assert!(login.output.contains("unavailable"), "{login:#?}");
+
+    fs::set_permissions(&record, fs::Permissions::from_mode(0o600)).unwrap();
+    let nobody = Account::by_name(&UserName::parse("nobody").unwrap())
+        .unwrap()
+        .expect("the nobody account");
+    chown(&record, Some(nobody.uid), Some(nobody.gid)).unwrap();
+    let login = pamtester(
+        &host.service,
+        &user.name,
+        &[&user.password, &totp::now(&secret)],
+    );
+    login.assert_failure();
+    assert!(login.output.contains("unavailable"), "{login:#?}");
+
+    // Put right, the same record works: the refusals were about owner and mode alone.
+    chown(&record, Some(user.uid), Some(user.gid)).unwrap();
+    pamtester(
+        &host.service,
+        &user.name,
+        &[&user.password, &totp::now(&secret)],
+    )
+    .assert_success();
+}
+
+// ---- nullok.
+
+#[test]
+fn nullok_skips_unenrolled_and_unknown_users_but_not_enrolled_ones() {
+    needs_root!();
+    // The module alone decides; pam_permit makes a skipped (PAM_IGNORE) module a success.
+    let host = Host::central(
+        "nullok",
+        &[
+            "auth required {module} config={config} nullok",
+            "auth required pam_permit.so",
+        ],
+    );
+    let unenrolled = TestUser::create("nul");
+    let login = pamtester(&host.service, &unenrolled.name, &[]);
+    login.assert_success();
+    assert!(
+        !login.output.contains("Verification code"),
+        "asked anyway: {login:#?}"
+    );
+
+    let stranger = format!("tf_{}", root::unique("none"));
+    let login = pamtester(&host.service, &stranger, &[]);
+    login.assert_success();
+    assert!(
+        !login.output.contains("Verification code"),
+        "asked anyway: {login:#?}"
+    );
+
+    let enrolled = TestUser::create("nue");
+    let (secret, _) = host.enroll_with_library(&enrolled, 0);
+    pamtester(&host.service, &enrolled.name, &[&totp::wrong(&secret)]).assert_failure();
+    pamtester(&host.service, &enrolled.name, &[&totp::now(&secret)]).assert_success();
+
+    // Without nullok the unenrolled user is asked for a code (as if enrolled) and refused.
+    let strict = Service::create(
+        "strict",
+        &[
+            &format!("auth required {{module}} config={}", host.config.display()),
+            "auth required pam_permit.so",
+        ],
+    );
+    let login = pamtester(&strict, &unenrolled.name, &["123456"]);
+    login.assert_failure();
+    assert!(login.output.contains("Verification code: "), "{login:#?}");
+}
+
+#[test]
+fn home_records_do_not_reveal_which_users_exist() {
+    needs_root!();
+    let host = Host::home("enum", PASSWORD_THEN_CODE);
+    let known = TestUser::create("known");
+    let known_login = pamtester(&host.service, &known.name, &["wrong password", "123456"]);
+    known_login.assert_failure();
+    assert!(
+        known_login.output.contains("Verification code: "),
+        "{known_login:#?}"
+    );
+    // pam_unix's own verdict for a stranger differs (user unknown), but sshd never shows it to
+    // the client; the module's messages are what the client sees.
+    let stranger = format!("tf_{}", root::unique("ghost"));
+    let stranger_login = pamtester(&host.service, &stranger, &["wrong password", "123456"]);
+    stranger_login.assert_failure();
+    assert!(
+        stranger_login.output.contains("Verification code: "),
+        "{stranger_login:#?}"
+    );
+    assert!(
+        !stranger_login.output.contains("unavailable"),
+        "{stranger_login:#?}"
+    );
+}
+
+// ---- Fixture.
+
+/// A config, a records location and a PAM service that uses them.
+struct Host {
+    // Field order is drop order: the service file goes before the directory it points into.
+    service: Service,
+    config: PathBuf,
+    records: String,
+    dir: TempDir,
+}
+
+impl Host {
+    /// Records in a root-owned directory.
+    fn central(tag: &str, stack: &[&str]) -> Host {
+        let dir = TempDir::new(tag);
+        let rec = dir.subdir("rec");
+        Host::with_records(dir, &format!("{}/{{user}}.toml", rec.display()), tag, stack)
+    }
+
+    /// Records at `~/.twofold.toml`.
+    fn home(tag: &str, stack: &[&str]) -> Host {
+        Host::with_records(TempDir::new(tag), "~/.twofold.toml", tag, stack)
+    }
+
+    fn with_records(dir: TempDir, records: &str, tag: &str, stack: &[&str]) -> Host {
+        let config = dir.write(
+            "config.toml",
+            &format!("issuer = \"twofold-root-test\"\nrecords = \"{records}\"\n[backup_codes]\ncount = 3\n"),
+        );
+        let lines: Vec<String> = stack
+            .iter()
+            .map(|line| line.replace("{config}", config.to_str().unwrap()))
+            .collect();
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let service = Service::create(tag, &lines);
+        Host {
+            service,
+            config,
+            records: records.to_string(),
+            dir,
+        }
+    }
+
+    /// Saves a random key and `codes` backup codes (cheap hashes) for `user` through the library,
+    /// as root; returns the base32 secret and the codes.
+    fn enroll_with_library(&self, user: &TestUser, codes: usize) -> (String, Vec<String>) {
+        let secret = Secret::generate().unwrap().to_base32().to_string();
+        let new = BackupCodes::generate(
+            codes,
+            Cost {
+                m_kib: 64,
+                t: 1,
+                p: 1,
+            },
+        )
+        .unwrap();
+        let record = Record {
+            totp: Some(totp::key(&secret)),
+            window: None,
+            throttle: None,
+            backup_codes: new.hashed,
+        };
+        let store = FileStore::new(RecordsTemplate::parse(&self.records).unwrap());
+        store
+            .replace(&user.user_name(), |_, _| Ok::<_, ()>((Some(record), ())))
+            .expect("store")
+            .expect("replace");
+        (secret, new.plain.iter().map(|c| c.to_string()).collect())
+    }
+}
