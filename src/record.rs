@@ -74,12 +74,21 @@ impl Record {
             line: e.span().map(|span| line_of(text, span.start)),
             message: one_line(e.message()),
         };
-        // The version decides which fields exist, so it is read first, leniently.
-        let version: VersionOnly = toml::from_str(text).map_err(invalid)?;
-        if version.version != VERSION {
-            return Err(RecordError::UnsupportedVersion(version.version));
+        let raw: RawRecord = match toml::from_str(text) {
+            Ok(raw) => raw,
+            // The version decides which fields exist: a record from a newer twofold fails for
+            // its version, not for a field this one does not know. (Read only on failure, so a
+            // login parses its record once.)
+            Err(e) => {
+                return Err(match toml::from_str::<VersionOnly>(text) {
+                    Ok(v) if v.version != VERSION => RecordError::UnsupportedVersion(v.version),
+                    _ => invalid(e),
+                })
+            }
+        };
+        if raw.version != VERSION {
+            return Err(RecordError::UnsupportedVersion(raw.version));
         }
-        let raw: RawRecord = toml::from_str(text).map_err(invalid)?;
         let hashes: Vec<&str> = raw.backup_codes.iter().map(|c| c.hash.as_str()).collect();
         let backup_codes = BackupCodes::from_phc(&hashes).map_err(RecordError::BackupCodes)?;
         let (totp, window) = match raw.totp {

@@ -7,6 +7,7 @@
 //! re-reading both files, so two logins can never spend one code. Records are replaced by temp
 //! file, fsync, rename and directory fsync; states by the two-slot scheme of `state.rs`.
 
+use std::cell::RefCell;
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::File;
@@ -47,6 +48,20 @@ pub trait Store {
 #[derive(Clone, Debug)]
 pub struct FileStore {
     template: RecordsTemplate,
+    /// The last record parsed, by file identity: a login reads the record before the prompt and
+    /// again under the lock, and parsing it twice would cost more than the rest of the check.
+    parsed: RefCell<Option<(FileId, Record)>>,
+}
+
+/// What changes whenever a file's content may have: a rename makes a new inode, an in-place
+/// write moves the change time and usually the size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
 }
 
 /// Why the store could not serve a request. Each names the file, so an admin can act.
@@ -70,7 +85,10 @@ pub enum StoreError {
 
 impl FileStore {
     pub fn new(template: RecordsTemplate) -> FileStore {
-        FileStore { template }
+        FileStore {
+            template,
+            parsed: RefCell::new(None),
+        }
     }
 
     /// The record and state paths of `user` (looked up in passwd for home templates).
@@ -119,7 +137,7 @@ impl Store for FileStore {
         if !place.check_directory()? {
             return Ok(None);
         }
-        let Some(record) = place.read_record()? else {
+        let Some(record) = place.read_record(&self.parsed)? else {
             return Ok(None);
         };
         let state = match place.open(&place.state, OpenMode::Read)? {
@@ -145,11 +163,11 @@ impl Store for FileStore {
         // missing is it worth reading the record first, so as not to create one for a stranger.
         let lock = match place.lock(false)? {
             Some(lock) => lock,
-            None if place.read_record()?.is_none() => return Ok(None),
+            None if place.read_record(&self.parsed)?.is_none() => return Ok(None),
             None => place.lock(true)?.ok_or_else(|| missing(&place.state))?,
         };
         // Re-read under the lock: this is the copy the decision is made on.
-        let Some(record) = place.read_record()? else {
+        let Some(record) = place.read_record(&self.parsed)? else {
             return Ok(None);
         };
         let lock = lock.file;
@@ -189,7 +207,7 @@ impl Store for FileStore {
             file: lock,
             created,
         } = place.lock(true)?.ok_or_else(|| missing(&place.state))?;
-        let current = place.read_record()?;
+        let current = place.read_record(&self.parsed)?;
         let before = place.read_state(&lock)?;
         let mut state = before.clone();
         let (record, result) = match change(current.as_ref(), &mut state) {
@@ -291,10 +309,25 @@ impl Place {
         Ok(true)
     }
 
-    fn read_record(&self) -> Result<Option<Record>, StoreError> {
-        let Some(mut file) = self.open(&self.record, OpenMode::Read)? else {
+    fn read_record(
+        &self,
+        parsed: &RefCell<Option<(FileId, Record)>>,
+    ) -> Result<Option<Record>, StoreError> {
+        let Some((mut file, meta)) = self.open_with_metadata(&self.record, OpenMode::Read)? else {
             return Ok(None);
         };
+        let id = FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        };
+        if let Some((known, record)) = &*parsed.borrow() {
+            if *known == id {
+                return Ok(Some(record.clone()));
+            }
+        }
         let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(READ_CHUNK));
         Read::by_ref(&mut file)
             .take(MAX_RECORD_BYTES as u64 + 1)
@@ -304,12 +337,12 @@ impl Place {
                 action: "read",
                 cause,
             })?;
-        Record::parse(&bytes)
-            .map(Some)
-            .map_err(|cause| StoreError::BadRecord {
-                path: self.record.clone(),
-                cause,
-            })
+        let record = Record::parse(&bytes).map_err(|cause| StoreError::BadRecord {
+            path: self.record.clone(),
+            cause,
+        })?;
+        *parsed.borrow_mut() = Some((id, record.clone()));
+        Ok(Some(record))
     }
 
     fn read_state(&self, file: &File) -> Result<State, StoreError> {
@@ -428,6 +461,14 @@ impl Place {
     /// Opens `path` without following links and checks it is a regular file of the right owner,
     /// closed to group and others. `Ok(None)` if it does not exist (and is not being created).
     fn open(&self, path: &Path, mode: OpenMode) -> Result<Option<File>, StoreError> {
+        Ok(self.open_with_metadata(path, mode)?.map(|(file, _)| file))
+    }
+
+    fn open_with_metadata(
+        &self,
+        path: &Path,
+        mode: OpenMode,
+    ) -> Result<Option<(File, std::fs::Metadata)>, StoreError> {
         let mut options = std::fs::OpenOptions::new();
         options
             .read(true)
@@ -487,7 +528,7 @@ impl Place {
                 meta.mode() & 0o7777
             ));
         }
-        Ok(Some(file))
+        Ok(Some((file, meta)))
     }
 }
 
