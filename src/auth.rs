@@ -149,9 +149,17 @@ pub fn authenticate<S: Store>(
         .backup
         .as_ref()
         .and_then(|(c, _)| record.backup_codes.hash_candidate(c));
-    let now = clock.now();
+    // The time is read under the lock, so that decisions are made in the order of the clock
+    // and a slower login cannot drop a failure counted by a faster one.
     let decided = store.update(user, |record, state| {
-        decide(record, state, &typed, candidate.as_ref(), policy, now)
+        decide(
+            record,
+            state,
+            &typed,
+            candidate.as_ref(),
+            policy,
+            clock.now(),
+        )
     });
     match decided {
         Ok(Some(Decision::Accepted { factor, codes_left })) => {
@@ -298,8 +306,7 @@ fn deny_and_count<S: Store>(
     denial: Denial,
 ) -> Outcome {
     let throttle = effective_throttle(record, &policy.throttle);
-    let now = clock.now();
-    match store.update(user, |_, state| count_failure(state, throttle, now)) {
+    match store.update(user, |_, state| count_failure(state, throttle, clock.now())) {
         Ok(_) => Outcome::Denied(denial),
         Err(e) => Outcome::Unavailable(e),
     }
@@ -308,7 +315,8 @@ fn deny_and_count<S: Store>(
 /// Records a failure; at the limit, locks the second factor and starts counting afresh.
 fn count_failure(state: &mut State, throttle: ThrottlePolicy, now: u64) {
     let window = u64::from(throttle.window_secs);
-    state.failures.retain(|&t| t <= now && now - t < window);
+    // Kept while recent; a clock stepped back keeps them too rather than forgetting them.
+    state.failures.retain(|&t| now.saturating_sub(t) < window);
     state.failures.push(now);
     if state.failures.len() >= usize::from(throttle.max_failures) {
         state.locked_until = now + u64::from(throttle.lock_secs);

@@ -117,7 +117,14 @@ impl Config {
             .open(path)
         {
             Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            // Only the default file may be missing: a path someone named must exist, or a typo in
+            // a service file would silently mean the defaults.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && path == Path::new(DEFAULT_CONFIG_PATH) =>
+            {
+                return Ok(Config::default())
+            }
             Err(cause) => {
                 return Err(ConfigError::Unreadable {
                     path: path.into(),
@@ -616,6 +623,16 @@ mod tests {
         assert_eq!(
             home.path_for("bob", Some(Path::new("/home/bob"))).unwrap(),
             PathBuf::from("/home/bob/.config/bob.toml")
+        );
+    }
+
+    #[test]
+    fn a_named_config_file_must_exist() {
+        let missing = Path::new("/nonexistent/twofold/config.toml");
+        let err = Config::load(missing).unwrap_err().to_string();
+        assert!(
+            err.starts_with("/nonexistent/twofold/config.toml: cannot read"),
+            "{err}"
         );
     }
 

@@ -222,13 +222,26 @@ impl Store for FileStore {
         };
         match record {
             Some(record) => {
-                // Record first: should we crash before the state is written, the old state's
-                // spent marks name the old code set and so cannot spend any new code.
+                place.remove_stale_temp_files()?;
+                // Three durable steps, so that a crash between any two is safe. The replay guard
+                // goes first: the code that confirmed a new key is spent even if we stop before
+                // the end. Then the record. Then the rest of the state: until then, the spent
+                // marks on disk name the old code set, so they can neither spend a new code nor
+                // (were the record still the old one) revive an old one.
+                let mut generation = before.generation;
+                let guard = State {
+                    last_step: before.last_step.max(state.last_step),
+                    ..before.clone()
+                };
+                if guard != before {
+                    place.write_state(&lock, &guard)?;
+                    generation += 1;
+                }
                 place.write_record(&record)?;
                 place.write_state(
                     &lock,
                     &State {
-                        generation: before.generation,
+                        generation,
                         ..state
                     },
                 )?;
@@ -419,6 +432,28 @@ impl Place {
                 return Ok(Some(Lock { file, created }));
             }
         }
+    }
+
+    /// Removes temp files that a writer killed mid-way left behind. Every writer holds the lock,
+    /// so under it any such file is stale.
+    fn remove_stale_temp_files(&self) -> Result<(), StoreError> {
+        let dir = self.record.parent().unwrap_or(Path::new("/"));
+        let mut prefix = OsString::from(".");
+        prefix.push(self.record.file_name().unwrap_or_default());
+        prefix.push(".");
+        let prefix = prefix.into_vec();
+        let entries = std::fs::read_dir(dir).map_err(|cause| StoreError::Io {
+            path: dir.into(),
+            action: "list",
+            cause,
+        })?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().into_vec();
+            if name.starts_with(&prefix) && name.ends_with(b".tmp") {
+                remove_if_present(&entry.path())?;
+            }
+        }
+        Ok(())
     }
 
     fn write_record(&self, record: &Record) -> Result<(), StoreError> {

@@ -377,9 +377,10 @@ pub mod totp {
 pub fn module_path() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let deps = exe.parent().expect("test binary directory");
+    // deps/ first: `cargo test` rebuilds the module there but does not refresh target/debug/.
     [
-        deps.parent().map(|p| p.join(MODULE)),
         Some(deps.join(MODULE)),
+        deps.parent().map(|p| p.join(MODULE)),
     ]
     .into_iter()
     .flatten()
