@@ -512,11 +512,11 @@ fn ranged<'de, D: Deserializer<'de>>(d: D, key: &str, min: i64, max: i64) -> Res
 }
 
 // The `as` casts below are lossless: `ranged` bounds each value to its target type.
-fn period<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+pub(crate) fn period<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     ranged(d, "totp.period", 10, 300).map(|v| v as u32)
 }
 
-fn window<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+pub(crate) fn window<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     ranged(d, "totp.window", 0, 10).map(|v| v as u8)
 }
 
@@ -524,7 +524,7 @@ fn code_count<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     ranged(d, "backup_codes.count", 0, 20).map(|v| v as u8)
 }
 
-fn max_failures<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+pub(crate) fn max_failures<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     ranged(
         d,
         "throttle.max_failures",
@@ -534,7 +534,7 @@ fn max_failures<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     .map(|v| v as u8)
 }
 
-fn throttle_window<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+pub(crate) fn throttle_window<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     ranged(d, "throttle.window_secs", 1, 86_400).map(|v| v as u32)
 }
 

@@ -8,7 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::backup::{BackupCodeError, BackupCodes};
-use crate::config::{line_of, one_line};
+use crate::config::{self, line_of, one_line};
 use crate::totp::{Algorithm, Digits, Secret, TotpKey};
 
 /// The only record format version this build reads and writes.
@@ -32,9 +32,9 @@ pub struct Record {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserThrottle {
-    #[serde(deserialize_with = "max_failures")]
+    #[serde(deserialize_with = "config::max_failures")]
     pub max_failures: u8,
-    #[serde(deserialize_with = "throttle_window")]
+    #[serde(deserialize_with = "config::throttle_window")]
     pub window_secs: u32,
 }
 
@@ -196,7 +196,7 @@ struct RawTotp {
     secret: Secret,
     algorithm: Algorithm,
     digits: Digits,
-    #[serde(deserialize_with = "period")]
+    #[serde(deserialize_with = "config::period")]
     period: u32,
     #[serde(
         default,
@@ -212,43 +212,8 @@ struct RawBackupCode {
     hash: String,
 }
 
-fn ranged<'de, D: serde::Deserializer<'de>>(
-    d: D,
-    key: &str,
-    min: i64,
-    max: i64,
-) -> Result<i64, D::Error> {
-    let value = i64::deserialize(d)?;
-    if (min..=max).contains(&value) {
-        Ok(value)
-    } else {
-        Err(serde::de::Error::custom(format!(
-            "{key}: expected {min} to {max}, found {value}"
-        )))
-    }
-}
-
-// The casts below are lossless: `ranged` bounds each value to its target type.
-fn max_failures<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
-    ranged(
-        d,
-        "throttle.max_failures",
-        1,
-        crate::state::MAX_FAILURES as i64,
-    )
-    .map(|v| v as u8)
-}
-
-fn throttle_window<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    ranged(d, "throttle.window_secs", 1, 86_400).map(|v| v as u32)
-}
-
-fn period<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    ranged(d, "totp.period", 10, 300).map(|v| v as u32)
-}
-
 fn window<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
-    ranged(d, "totp.window", 0, 10).map(|v| Some(v as u8))
+    config::window(d).map(Some)
 }
 
 #[cfg(test)]
