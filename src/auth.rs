@@ -67,8 +67,7 @@ pub enum Factor {
     Totp,
 }
 
-/// How a login attempt ended.
-#[derive(Debug)]
+/// How a login attempt ended. Its `Debug` never shows the password.
 pub enum Outcome {
     /// A factor was verified and its use is durably recorded.
     Accepted {
@@ -97,6 +96,8 @@ pub enum Denial {
     NoCode,
     /// The user has no enrollment, and `nullok` is off.
     NotEnrolled,
+    /// The user name cannot be used safely (not UTF-8, a `/`...); never skipped by nullok.
+    UnusableName,
     /// A right TOTP code whose step was already used.
     ReplayedCode,
     /// A backup code that was already used.
@@ -122,13 +123,24 @@ pub fn authenticate<S: Store>(
     };
     let (user, record, state) = match (user, loaded) {
         (Some(user), Some((record, state))) => (user, record, state),
-        _ if policy.nullok => return Outcome::NotEnrolledSkipped,
-        // Ask anyway, so that the prompt does not tell who is enrolled.
-        _ => {
+        // nullok skips only a name we could check: one we cannot use is refused, never skipped.
+        (Some(_), None) if policy.nullok => return Outcome::NotEnrolledSkipped,
+        // Ask anyway, and spend what a check would, so that neither the prompt nor the time
+        // taken tells who is enrolled.
+        (user, _) => {
             return match ask(prompter, policy) {
                 Err(e) => Outcome::ConversationFailed(e),
-                Ok(_) => Outcome::Denied(Denial::NotEnrolled),
-            }
+                Ok(answer) => {
+                    if let Some(candidate) = Candidate::parse(&answer) {
+                        crate::backup::spend_one_hash(&candidate);
+                    }
+                    Outcome::Denied(if user.is_some() {
+                        Denial::NotEnrolled
+                    } else {
+                        Denial::UnusableName
+                    })
+                }
+            };
         }
     };
     let now = clock.now();
@@ -211,10 +223,11 @@ fn ask(
 
 fn split_answer(answer: &str, forward_pass: bool, record: &Record) -> Option<Typed> {
     if !forward_pass {
-        let totp: String = answer.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+        let mut totp = Zeroizing::new(String::with_capacity(answer.len()));
+        totp.extend(answer.chars().filter(|c| !matches!(c, ' ' | '-')));
         let backup = Candidate::parse(answer).map(|c| (c, None));
         return Some(Typed {
-            totp: Some((Zeroizing::new(totp), None)),
+            totp: Some((totp, None)),
             backup,
         });
     }
@@ -345,6 +358,31 @@ impl Clock for SystemClock {
     }
 }
 
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Accepted {
+                factor,
+                codes_left,
+                password,
+            } => f
+                .debug_struct("Accepted")
+                .field("factor", factor)
+                .field("codes_left", codes_left)
+                .field("password", &password.as_ref().map(|_| "<redacted>"))
+                .finish(),
+            Outcome::Denied(denial) => f.debug_tuple("Denied").field(denial).finish(),
+            Outcome::Locked { retry_after } => f
+                .debug_struct("Locked")
+                .field("retry_after", retry_after)
+                .finish(),
+            Outcome::NotEnrolledSkipped => f.write_str("NotEnrolledSkipped"),
+            Outcome::ConversationFailed(e) => f.debug_tuple("ConversationFailed").field(e).finish(),
+            Outcome::Unavailable(e) => f.debug_tuple("Unavailable").field(e).finish(),
+        }
+    }
+}
+
 impl std::fmt::Display for PromptError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -365,6 +403,7 @@ impl Denial {
         match self {
             Denial::NoCode => "no-code",
             Denial::NotEnrolled => "not-enrolled",
+            Denial::UnusableName => "unusable-name",
             Denial::ReplayedCode => "replayed-code",
             Denial::SpentBackupCode => "spent-backup-code",
             Denial::WrongCode => "wrong-code",
@@ -673,6 +712,22 @@ mod tests {
         let (outcome, prompts) = login(&store, &policy, "123456", NOW);
         assert!(matches!(outcome, Outcome::NotEnrolledSkipped));
         assert!(prompts.is_empty());
+    }
+
+    #[test]
+    fn an_unusable_name_is_refused_even_with_nullok() {
+        let store = MemoryStore::default();
+        let policy = LoginPolicy {
+            nullok: true,
+            ..policy()
+        };
+        let mut script = Script {
+            answers: vec!["123456"],
+            prompts: vec![],
+        };
+        let outcome = authenticate(&store, None, &policy, &mut script, &At(NOW));
+        assert!(matches!(outcome, Outcome::Denied(Denial::UnusableName)));
+        assert_eq!(script.prompts, [CODE_PROMPT]);
     }
 
     #[test]

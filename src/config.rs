@@ -228,8 +228,9 @@ impl RecordsTemplate {
         if !per_user_home && !body.contains("{user}") {
             return Err("a path outside the home must contain `{user}`".into());
         }
-        if template.ends_with('/') || template.contains('\0') {
-            return Err("must name a file".into());
+        // `.toml` also keeps every record path apart from every state path (`.state`).
+        if !template.ends_with(".toml") || template.contains('\0') {
+            return Err("must name a `.toml` file".into());
         }
         if body.split('/').any(|part| part == "..") {
             return Err("must not contain `..`".into());

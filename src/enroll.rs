@@ -81,7 +81,7 @@ impl Pending {
                 // The replay guard belongs to a key: a new key's codes start afresh.
                 let same_key = current
                     .and_then(|r| r.totp.as_ref())
-                    .is_some_and(|k| k.secret == self.key.secret);
+                    .is_some_and(|k| k.secret == self.key.secret && k.period == self.key.period);
                 let last_step = if same_key { state.last_step } else { 0 };
                 match self.key.verify(&code, now, config.totp.window, last_step) {
                     Verdict::Accepted(step) => state.last_step = step,

@@ -68,7 +68,7 @@ impl GoogleAuthenticator {
                 let values: Vec<&str> = words.collect();
                 let bad = || ImportError::BadOption {
                     line: number,
-                    option: name.to_string(),
+                    option: crate::config::one_line(name),
                 };
                 let number_at = |i: usize| -> Result<u32, ImportError> {
                     values.get(i).and_then(|v| v.parse().ok()).ok_or_else(bad)

@@ -53,11 +53,16 @@ impl State {
             return Err(StateError::BadSize(bytes.len() as u64));
         }
         let (a, b) = bytes.split_at(SLOT_SIZE);
-        match (decode_slot(a), decode_slot(b)) {
-            (Some(a), Some(b)) => Ok(if b.generation > a.generation { b } else { a }),
-            (Some(one), None) | (None, Some(one)) => Ok(one),
-            (None, None) => Err(StateError::NoValidSlot),
-        }
+        // Try the slot that claims the higher generation first: it is the current one unless its
+        // write was torn, so one checksum is usually enough.
+        let (first, second) = if claimed_generation(b) > claimed_generation(a) {
+            (b, a)
+        } else {
+            (a, b)
+        };
+        decode_slot(first)
+            .or_else(|| decode_slot(second))
+            .ok_or(StateError::NoValidSlot)
     }
 
     /// Encodes `self` as the slot for its generation, returning the slot's file offset and bytes.
@@ -79,7 +84,7 @@ impl State {
         for failure in kept {
             put(&failure.to_le_bytes());
         }
-        let digest = Sha256::digest(&slot[..CHECKSUM_AT]);
+        let digest = Sha256::digest(&slot[..at]);
         slot[CHECKSUM_AT..].copy_from_slice(&digest);
         let offset = (self.generation % 2) * SLOT_SIZE as u64;
         (offset, slot)
@@ -131,12 +136,17 @@ impl std::fmt::Display for StateError {
 
 impl std::error::Error for StateError {}
 
+/// A slot's generation as written, before any check: only to choose which slot to check first.
+fn claimed_generation(slot: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&slot[MAGIC.len()..MAGIC.len() + 8]);
+    u64::from_le_bytes(bytes)
+}
+
+/// A slot is valid when its magic is right, the checksum covers its payload (which says its own
+/// length), and everything between payload and checksum is zero, as written.
 fn decode_slot(slot: &[u8]) -> Option<State> {
     if slot.len() != SLOT_SIZE || &slot[..MAGIC.len()] != MAGIC {
-        return None;
-    }
-    let digest = Sha256::digest(&slot[..CHECKSUM_AT]);
-    if digest.as_slice() != &slot[CHECKSUM_AT..] {
         return None;
     }
     let word = |i: usize| {
@@ -148,6 +158,14 @@ fn decode_slot(slot: &[u8]) -> Option<State> {
     let count = usize::try_from(word(5))
         .ok()
         .filter(|&n| n <= MAX_FAILURES)?;
+    let end = MAGIC.len() + 8 * (6 + count);
+    if slot[end..CHECKSUM_AT].iter().any(|&b| b != 0) {
+        return None;
+    }
+    let digest = Sha256::digest(&slot[..end]);
+    if digest.as_slice() != &slot[CHECKSUM_AT..] {
+        return None;
+    }
     Some(State {
         generation: word(0),
         last_step: word(1),

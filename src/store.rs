@@ -16,6 +16,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::config::{RecordsLocation, RecordsTemplate};
 use crate::record::{Record, RecordError, MAX_RECORD_BYTES};
@@ -51,6 +52,9 @@ pub struct FileStore {
     /// The last record parsed, by file identity: a login reads the record before the prompt and
     /// again under the lock, and parsing it twice would cost more than the rest of the check.
     parsed: RefCell<Option<(FileId, Record)>>,
+    /// Where the last user's files are: a login asks twice, and a passwd lookup can cost more
+    /// than the rest of the login (NSS may consult several services).
+    placed: RefCell<Option<(UserName, Option<Place>)>>,
 }
 
 /// What changes whenever a file's content may have: a rename makes a new inode, an in-place
@@ -88,6 +92,7 @@ impl FileStore {
         FileStore {
             template,
             parsed: RefCell::new(None),
+            placed: RefCell::new(None),
         }
     }
 
@@ -101,23 +106,35 @@ impl FileStore {
 
     /// `Ok(None)`: a home template and a user without a passwd entry, so not enrolled.
     fn place(&self, user: &UserName) -> Result<Option<Place>, StoreError> {
+        if let Some((known, place)) = &*self.placed.borrow() {
+            if known == user {
+                return Ok(place.clone());
+            }
+        }
+        let place = self.locate(user)?;
+        *self.placed.borrow_mut() = Some((user.clone(), place.clone()));
+        Ok(place)
+    }
+
+    fn locate(&self, user: &UserName) -> Result<Option<Place>, StoreError> {
+        let account = Account::by_name(user).map_err(|cause| StoreError::Io {
+            path: "/etc/passwd".into(),
+            action: "look up the user in",
+            cause,
+        })?;
+        // Records are keyed by the account's own name: a name service that also answers to
+        // `ALICE` or `alice@REALM` must not lead to a missing record, which nullok would skip.
+        let name = account.as_ref().map_or(user, |a| &a.name).clone();
         let owner = match self.template.location() {
             RecordsLocation::Central => None,
-            RecordsLocation::Home => {
-                let account = Account::by_name(user).map_err(|cause| StoreError::Io {
-                    path: "/etc/passwd".into(),
-                    action: "look up the user in",
-                    cause,
-                })?;
-                match account {
-                    Some(account) => Some(account),
-                    None => return Ok(None),
-                }
-            }
+            RecordsLocation::Home => match account {
+                Some(account) => Some(account),
+                None => return Ok(None),
+            },
         };
         let record = self
             .template
-            .path_for(user.as_str(), owner.as_ref().map(|a| a.home.as_path()))
+            .path_for(name.as_str(), owner.as_ref().map(|a| a.home.as_path()))
             .ok_or_else(|| StoreError::NoAccount(user.clone()))?;
         let state = state_path(&record);
         Ok(Some(Place {
@@ -263,6 +280,7 @@ struct Lock {
 }
 
 /// One user's files, and whose identity to use for them.
+#[derive(Clone, Debug)]
 struct Place {
     record: PathBuf,
     state: PathBuf,
@@ -414,7 +432,7 @@ impl Place {
                     None => continue,
                 },
             };
-            flock(&file, libc::LOCK_EX).map_err(|cause| StoreError::Io {
+            lock_within(&file, LOCK_PATIENCE).map_err(|cause| StoreError::Io {
                 path: self.state.clone(),
                 action: "lock",
                 cause,
@@ -449,7 +467,12 @@ impl Place {
         })?;
         for entry in entries.flatten() {
             let name = entry.file_name().into_vec();
-            if name.starts_with(&prefix) && name.ends_with(b".tmp") {
+            // Exactly our pattern, `.NAME.<16 hex digits>.tmp`, and no one else's file.
+            let is_ours = name
+                .strip_prefix(prefix.as_slice())
+                .and_then(|rest| rest.strip_suffix(b".tmp"))
+                .is_some_and(|hex| hex.len() == 16 && hex.iter().all(u8::is_ascii_hexdigit));
+            if is_ours {
                 remove_if_present(&entry.path())?;
             }
         }
@@ -588,20 +611,16 @@ impl Identity {
         let Some(account) = owner.filter(|a| euid == 0 && a.uid != 0) else {
             return Ok(Identity { restore: None });
         };
-        // SAFETY: getegid has no preconditions and cannot fail.
-        let egid = unsafe { libc::getegid() };
-        // setfsuid/setfsgid report the previous value, never an error; we confirm the switch by
-        // asking again (passing an invalid id returns the current one).
+        // setfsuid/setfsgid return the previous value and never fail outright; passing an invalid
+        // id (-1) changes nothing and returns the current one, which confirms the switch.
         // SAFETY: setfsgid and setfsuid only change this thread's filesystem credentials.
-        unsafe {
-            libc::setfsgid(account.gid);
-            libc::setfsuid(account.uid);
-        }
+        let (old_gid, old_uid) =
+            unsafe { (libc::setfsgid(account.gid), libc::setfsuid(account.uid)) };
+        let identity = Identity {
+            restore: Some((old_uid as u32, old_gid as u32)),
+        };
         // SAFETY: as above; -1 is invalid and only queries the current value.
         let (now_uid, now_gid) = unsafe { (libc::setfsuid(u32::MAX), libc::setfsgid(u32::MAX)) };
-        let identity = Identity {
-            restore: Some((euid, egid)),
-        };
         if now_uid as u32 != account.uid || now_gid as u32 != account.gid {
             return Err(StoreError::Unsafe {
                 path: account.home.clone(),
@@ -651,6 +670,13 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// Runs `action` with file access as `account` (when running as root), so that a path the user
+/// controls is opened with the user's rights, never root's.
+pub fn as_user<T>(account: &Account, action: impl FnOnce() -> T) -> Result<T, StoreError> {
+    let _identity = Identity::assume(Some(account))?;
+    Ok(action())
+}
+
 /// `alice.toml` keeps its state in `alice.state`; other names get `.state` appended.
 pub fn state_path(record: &Path) -> PathBuf {
     if record.extension().is_some_and(|ext| ext == "toml") {
@@ -662,15 +688,30 @@ pub fn state_path(record: &Path) -> PathBuf {
     }
 }
 
-fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
+/// Takes an exclusive `flock`, waiting at most `patience`: a lock held for longer (a hung
+/// process, or a user holding their own home lock) is an error, not a hang of sshd or the CLI.
+fn lock_within(file: &File, patience: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + patience;
+    let mut pause = Duration::from_micros(50);
     loop {
         // SAFETY: the descriptor is open for the lifetime of `file`.
-        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
             return Ok(());
         }
         let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) if Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(5));
+            }
+            Some(libc::EWOULDBLOCK) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("held by another process for over {} s", patience.as_secs()),
+                ))
+            }
+            _ => return Err(err),
         }
     }
 }
@@ -706,6 +747,9 @@ fn sync_directory(file: &Path) -> Result<(), StoreError> {
             cause,
         })
 }
+
+/// How long to wait for a user's lock; every holder keeps it for milliseconds.
+const LOCK_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Records are a few hundred bytes; one read takes any record this size or smaller.
 const READ_CHUNK: usize = 8192;

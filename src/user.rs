@@ -87,8 +87,12 @@ fn lookup(
         // SAFETY: on success pw_name and pw_dir point to NUL-terminated strings inside buf, which
         // is alive until the end of this iteration.
         let (name, home) = unsafe { (CStr::from_ptr(pwd.pw_name), CStr::from_ptr(pwd.pw_dir)) };
+        // An account whose own name we cannot use is an error, not "no such user".
         let Some(name) = name.to_str().ok().and_then(UserName::parse) else {
-            return Ok(None);
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the account's name is not usable in a path",
+            ));
         };
         return Ok(Some(Account {
             name,

@@ -582,9 +582,10 @@ fn record() -> impl Strategy<Value = Record> {
         proptest::option::of(0u8..=10),
     ));
     let throttle = proptest::option::of((1u8..=20, 1u32..=86_400));
+    // Costs within the module's caps (m up to 64 MiB, t up to 8, m*t up to four default hashes).
     let codes = (
-        8u32..=256 * 1024,
-        1u32..=16,
+        8u32..=19 * 1024,
+        1u32..=8,
         1u32..=4,
         vec(any::<u8>(), 8..=64),
         vec(any::<[u8; 32]>(), 0..=64),

@@ -138,6 +138,50 @@ fn user_enrolled_through_the_cli_logs_in() {
     );
 }
 
+#[test]
+fn root_imports_a_users_google_authenticator_file_only_if_it_is_theirs_and_private() {
+    needs_root!();
+    let host = Host::central("import", PASSWORD_THEN_CODE);
+    let user = TestUser::create("import");
+    let secret = Secret::generate().unwrap().to_base32().to_string();
+    let file = user.home.join(".google_authenticator");
+    fs::write(&file, format!("{secret}\n\" TOTP_AUTH\n12345678\n")).unwrap();
+    let import = |file: &std::path::Path| {
+        root::twofold(&host.config, &["import", "google-authenticator"])
+            .arg(file)
+            .args(["--user", &user.name, "--force"])
+            .output()
+            .unwrap()
+    };
+    // Root's file (a user could link or point at it): opened with the user's rights, so a private
+    // one cannot be read at all, and a readable one is refused for its owner.
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    let refused = import(&file);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Permission denied"),
+        "{refused:?}"
+    );
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    let refused = import(&file);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("must belong to"),
+        "{refused:?}"
+    );
+    // The user's, but readable by others: refused.
+    chown(&file, Some(user.uid), Some(user.gid)).unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(import(&file).status.code(), Some(1));
+    // The user's and private: imported, and the code logs in.
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    let imported = import(&file);
+    assert!(imported.status.success(), "{imported:?}");
+    // Importing spends no code, so the current one works.
+    let code = totp::now(&secret);
+    pamtester(&host.service, &user.name, &[&user.password, &code]).assert_success();
+}
+
 // ---- Records in the user's home.
 
 #[test]

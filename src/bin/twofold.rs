@@ -12,14 +12,15 @@ use clap::{Parser, Subcommand, ValueEnum};
 use zeroize::Zeroizing;
 
 use pam_twofold::auth::{Clock, SystemClock};
-use pam_twofold::backup::{self, BackupCodes, Cost};
+use pam_twofold::backup::{self, BackupCodes, Candidate, Cost};
 use pam_twofold::config::{Config, RecordsLocation, DEFAULT_CONFIG_PATH};
 use pam_twofold::enroll::{self, EnrollError, Pending};
 use pam_twofold::import::GoogleAuthenticator;
 use pam_twofold::log::{self, Level};
 use pam_twofold::qr::{self, QrStyle};
 use pam_twofold::record::Record;
-use pam_twofold::store::{FileStore, Store};
+use pam_twofold::state::State;
+use pam_twofold::store::{as_user, FileStore, Store};
 use pam_twofold::totp::{Algorithm, Digits, Secret, TotpKey};
 use pam_twofold::user::{Account, UserName};
 
@@ -44,7 +45,8 @@ enum Command {
         /// The user to enroll (default: you; only root may name another).
         #[arg(long)]
         user: Option<String>,
-        /// Use this base32 secret instead of a random one.
+        /// Use this base32 secret instead of a random one; `-` reads it from stdin (keeps it out
+        /// of the process list).
         #[arg(long, value_name = "BASE32")]
         secret: Option<String>,
         /// The confirming code, instead of asking for it.
@@ -156,8 +158,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
             qr,
         } => {
             let user = target_user(user.as_deref())?;
+            // `--secret -` reads it from stdin, keeping it out of argv (and so out of `ps`).
             let secret = secret
-                .map(|s| Secret::from_base32(&Zeroizing::new(s)))
+                .map(|s| {
+                    if s == "-" {
+                        ask_line("Secret (base32): ")
+                    } else {
+                        Ok(Zeroizing::new(s))
+                    }
+                })
+                .transpose()?
+                .map(|s| Secret::from_base32(&s))
                 .transpose()
                 .map_err(|e| Failure(format!("--secret: {e}")))?;
             enroll_user(
@@ -181,25 +192,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let user = target_user(user.as_deref())?;
             prepare_store(&config, &user)?;
-            let file = backup_codes_file
+            backup_codes_file
                 .as_deref()
-                .map(create_private_file)
+                .map(refuse_existing)
                 .transpose()?;
-            let codes = match enroll::regenerate_codes(
-                &store,
-                &user,
-                usize::from(config.backup_codes.count),
-            ) {
-                Ok(codes) => codes,
-                Err(e) => {
-                    if let Some(path) = &backup_codes_file {
-                        let _ = std::fs::remove_file(path);
-                    }
-                    return Err(e.into());
-                }
-            };
+            let codes =
+                enroll::regenerate_codes(&store, &user, usize::from(config.backup_codes.count))?;
             audit(&user, "regenerated backup codes");
-            show_codes(&codes, file, backup_codes_file.as_deref())
+            show_codes(&codes, backup_codes_file.as_deref())
         }
         Command::Unlock { user } => {
             let user = target_user(Some(&user))?;
@@ -240,9 +240,9 @@ fn enroll_user(
     if !force && store.load(user)?.is_some() {
         return Err(EnrollError::AlreadyEnrolled.into());
     }
-    let codes_file = backup_codes_file
+    backup_codes_file
         .as_deref()
-        .map(create_private_file)
+        .map(refuse_existing)
         .transpose()?;
     let pending = Pending::new(config, secret)?;
     let uri = pending.uri(config, user);
@@ -262,19 +262,10 @@ fn enroll_user(
     out.flush()?;
     drop(out);
 
-    let saved = confirm_loop(config, store, user, pending, code, force);
-    let NewEnrollment { codes } = match saved {
-        Ok(done) => done,
-        Err(e) => {
-            if let Some(path) = &backup_codes_file {
-                let _ = std::fs::remove_file(path);
-            }
-            return Err(e);
-        }
-    };
+    let NewEnrollment { codes } = confirm_loop(config, store, user, pending, code, force)?;
     audit(user, "enrolled");
     println!("Two-factor authentication is on for {user}.");
-    show_codes(&codes, codes_file, backup_codes_file.as_deref())
+    show_codes(&codes, backup_codes_file.as_deref())
 }
 
 struct NewEnrollment {
@@ -366,26 +357,43 @@ fn import_google_authenticator(
     force: bool,
 ) -> Result<(), Failure> {
     prepare_store(config, user)?;
-    let text = read_small_file(path)?;
+    let text = read_users_file(user, path)?;
     let ga = GoogleAuthenticator::parse(&text)
         .map_err(|e| Failure(format!("{}: {e}", path.display())))?;
-    let codes = BackupCodes::hash(&ga.scratch_codes, Cost::DEFAULT)?;
+    let key = TotpKey {
+        secret: ga.secret,
+        algorithm: Algorithm::Sha1,
+        digits: Digits::SIX,
+        period: ga.period,
+    };
+    // Importing the same file again must not make scratch codes spent since then valid again.
+    let existing = store.load(user)?;
+    let unspent: Vec<Zeroizing<String>> = ga
+        .scratch_codes
+        .into_iter()
+        .filter(|code| !already_spent(existing.as_ref(), &key, code))
+        .collect();
+    let codes = BackupCodes::hash(&unspent, Cost::DEFAULT)?;
     let scratch_count = codes.len();
     let record = Record {
-        totp: Some(TotpKey {
-            secret: ga.secret,
-            algorithm: Algorithm::Sha1,
-            digits: Digits::SIX,
-            period: ga.period,
-        }),
+        totp: Some(key.clone()),
         window: ga.window,
         throttle: ga.throttle,
         backup_codes: codes,
     };
-    store.replace(user, |current, _state| {
+    store.replace(user, |current, state| {
         if current.is_some() && !force {
             return Err(EnrollError::AlreadyEnrolled);
         }
+        // A new key starts unlocked, with no failures and its own replay guard.
+        let same_key = current
+            .and_then(|r| r.totp.as_ref())
+            .is_some_and(|k| k.secret == key.secret && k.period == key.period);
+        if !same_key {
+            state.last_step = 0;
+        }
+        state.failures.clear();
+        state.locked_until = 0;
         Ok((Some(record), ()))
     })??;
     audit(user, "imported from google-authenticator");
@@ -395,6 +403,24 @@ fn import_google_authenticator(
         ga.period
     );
     Ok(())
+}
+
+/// Whether `code` is a backup code of the current enrollment, with the same key, already spent.
+fn already_spent(existing: Option<&(Record, State)>, key: &TotpKey, code: &str) -> bool {
+    let Some((record, state)) = existing else {
+        return false;
+    };
+    if record.totp.as_ref().is_none_or(|k| k.secret != key.secret) {
+        return false;
+    }
+    let Some(hash) = Candidate::parse(code).and_then(|c| record.backup_codes.hash_candidate(&c))
+    else {
+        return false;
+    };
+    record
+        .backup_codes
+        .find(&hash)
+        .is_some_and(|i| state.is_code_spent(record.backup_codes.binding(), i))
 }
 
 fn check(path: &Path, config: &Config) -> Result<(), Failure> {
@@ -538,11 +564,9 @@ fn prepare_store(config: &Config, user: &UserName) -> Result<(), Failure> {
     Ok(())
 }
 
-fn show_codes(
-    codes: &[Zeroizing<String>],
-    file: Option<File>,
-    path: Option<&Path>,
-) -> Result<(), Failure> {
+/// Shows new backup codes once and, if asked, writes them to a new private file. The file is
+/// created only now that the codes exist: nothing is ever created, or removed, on a failure.
+fn show_codes(codes: &[Zeroizing<String>], path: Option<&Path>) -> Result<(), Failure> {
     if codes.is_empty() {
         println!("No backup codes (backup_codes.count is 0).");
         return Ok(());
@@ -555,12 +579,31 @@ fn show_codes(
     println!("\nBackup codes: each works once, when you do not have your phone.");
     println!("Store them somewhere safe now; they will not be shown again.\n");
     print!("{}", text.as_str());
-    if let (Some(mut file), Some(path)) = (file, path) {
-        file.write_all(text.as_bytes())
-            .and_then(|()| file.sync_all())?;
+    if let Some(path) = path {
+        let written = create_private_file(path).and_then(|mut file| {
+            file.write_all(text.as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| Failure(format!("{}: cannot write: {e}", path.display())))
+        });
+        if let Err(Failure(why)) = written {
+            return Err(Failure(format!(
+                "{why}; the codes shown above are saved and are the only copy"
+            )));
+        }
         println!("\nAlso written to {}", path.display());
     }
     Ok(())
+}
+
+/// Fails early, before anything changes, if the codes file would not be new.
+fn refuse_existing(path: &Path) -> Result<(), Failure> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Err(Failure(format!(
+            "{}: already exists; twofold never overwrites a codes file",
+            path.display()
+        ))),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Creates a new file only its owner can read; refuses to overwrite or follow a link.
@@ -574,21 +617,42 @@ fn create_private_file(path: &Path) -> Result<File, Failure> {
         .map_err(|e| Failure(format!("{}: cannot create: {e}", path.display())))
 }
 
-fn read_small_file(path: &Path) -> Result<Zeroizing<String>, Failure> {
-    use std::io::Read;
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| Failure(format!("{}: cannot open: {e}", path.display())))?;
-    if !file.metadata()?.is_file() {
-        return Err(Failure(format!("{}: not a regular file", path.display())));
+/// Reads a small file that belongs to `user`. Run by root for someone else, it opens the file
+/// with that user's rights and insists they own it and keep it private: a user must not be able
+/// to point root at somebody else's file (through a link in the path, say) and import it.
+fn read_users_file(user: &UserName, path: &Path) -> Result<Zeroizing<String>, Failure> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let account = Account::by_name(user)?.filter(|a| euid == 0 && a.uid != 0);
+    let read = || -> Result<Zeroizing<String>, Failure> {
+        use std::io::Read;
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| Failure(format!("{}: cannot open: {e}", path.display())))?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(Failure(format!("{}: not a regular file", path.display())));
+        }
+        if let Some(account) = &account {
+            if meta.uid() != account.uid || meta.mode() & 0o077 != 0 {
+                return Err(Failure(format!(
+                    "{}: must belong to {user} and be private to them (mode 0600 or 0400)",
+                    path.display()
+                )));
+            }
+        }
+        let mut bytes = Zeroizing::new(Vec::with_capacity(4096));
+        file.take(64 * 1024 + 1).read_to_end(&mut bytes)?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| Failure(format!("{}: not text", path.display())))?;
+        Ok(Zeroizing::new(text.to_string()))
+    };
+    match &account {
+        Some(account) => as_user(account, read)?,
+        None => read(),
     }
-    let mut bytes = Zeroizing::new(Vec::new());
-    file.take(64 * 1024 + 1).read_to_end(&mut bytes)?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| Failure(format!("{}: not text", path.display())))?;
-    Ok(Zeroizing::new(text.to_string()))
 }
 
 fn ask_line(prompt: &str) -> Result<Zeroizing<String>, Failure> {

@@ -106,10 +106,12 @@ pub fn request_fail_delay(pamh: &Pam, micros: c_uint) {
 
 /// Sets `PAM_AUTHTOK` (libpam copies it), then wipes our copy.
 pub fn set_authtok(pamh: &Pam, password: &str) -> Result<(), c_int> {
-    let mut bytes = Zeroizing::new(password.as_bytes().to_vec());
-    if bytes.contains(&0) {
+    if password.as_bytes().contains(&0) {
         return Err(PAM_AUTHTOK_ERR);
     }
+    // Sized for the NUL up front, so that no reallocation leaves an unwiped copy behind.
+    let mut bytes = Zeroizing::new(Vec::with_capacity(password.len() + 1));
+    bytes.extend_from_slice(password.as_bytes());
     bytes.push(0);
     // SAFETY: bytes is NUL-terminated with no interior NUL; libpam copies the string before it
     // returns, and we zeroize ours when `bytes` drops.

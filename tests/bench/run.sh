@@ -12,5 +12,10 @@ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libpam0g-dev libssl-de
 dir=/tmp/pambench/tf
 args=("$@")
 [ ${#args[@]} -gt 0 ] || args=(-n 1000 -r 3)
+# twofold looks the login user up in passwd (records are keyed by the account's own name), so the
+# bench users exist, as users who log in do.
+users=1000
+for ((i = 0; i < ${#args[@]}; i++)); do [ "${args[$i]}" = -n ] && users=${args[$((i + 1))]}; done
+bash "$(dirname "$harness")/mkusers.sh" "$users" >/dev/null
 exec bash "$harness" "${args[@]}" --row \
   "twofold:pambench-twofold:hook=$root/tests/bench/twofold-row.sh:$dir:auth required $root/target/release/libpam_twofold.so config=$dir/config.toml"
