@@ -15,6 +15,7 @@ use pam_twofold::config::RecordsTemplate;
 use pam_twofold::record::Record;
 use pam_twofold::state::{State, SLOT_SIZE};
 use pam_twofold::store::{FileStore, Store};
+use pam_twofold::user::UserName;
 
 use common::*;
 
@@ -159,6 +160,17 @@ fn files_survive_a_writer_killed_at_random_moments() {
     assert!(
         replaces_seen > 0 && spends_seen > 0,
         "the writer did too little"
+    );
+    // The next record replacement clears what killed writers left behind.
+    let user = UserName::parse("alice").unwrap();
+    host.store()
+        .replace(&user, |current, _| Ok::<_, ()>((current.cloned(), ())))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        temp_files(&host.records),
+        0,
+        "stale temp files survived a replacement"
     );
 }
 
