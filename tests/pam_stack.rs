@@ -670,6 +670,17 @@ fn unknown_user_with_home_records_looks_like_an_unenrolled_account() {
 }
 
 #[test]
+fn a_name_that_cannot_be_used_in_a_path_is_refused_even_with_nullok() {
+    let host = Host::new("");
+    host.service_lines("ignored", &ignore_probe(&host, "nullok"));
+    for name in ["../escape", "a/b", ".hidden", "-rf"] {
+        host.login_via("ignored", name, &["123456"])
+            .assert_rc(PAM_AUTH_ERR)
+            .assert_only_prompt(CODE_PROMPT);
+    }
+}
+
+#[test]
 fn with_nullok_a_name_that_is_no_account_is_skipped_like_an_unenrolled_one() {
     // The rule: "unenrolled or unknown user, nullok: PAM_IGNORE". Skipping a stranger
     // grants nothing (the password module before twofold has refused them already), and treating

@@ -91,8 +91,8 @@ fn authenticate(pamh: &Pam, flags: PamFlags, args: &[String]) -> PamError {
             return PamError::AUTHINFO_UNAVAIL;
         }
     };
-    let user_text = match pamh.get_user(None) {
-        Ok(Some(user)) => user.to_string_lossy().into_owned(),
+    let (user_text, utf8) = match pamh.get_user(None) {
+        Ok(Some(user)) => (user.to_string_lossy().into_owned(), user.to_str().is_ok()),
         Ok(None) | Err(_) => {
             log::line(
                 IDENT,
@@ -102,8 +102,13 @@ fn authenticate(pamh: &Pam, flags: PamFlags, args: &[String]) -> PamError {
             return PamError::AUTH_ERR;
         }
     };
-    // A name we cannot safely use is treated like an unknown user.
-    let user = UserName::parse(&user_text);
+    // A name we cannot use safely (not UTF-8, a `/`...) is refused after the prompt; the core
+    // never lets nullok skip it.
+    let user = if utf8 {
+        UserName::parse(&user_text)
+    } else {
+        None
+    };
     let policy = LoginPolicy {
         window: config.totp.window,
         throttle: config.throttle,
