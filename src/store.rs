@@ -677,15 +677,10 @@ pub fn as_user<T>(account: &Account, action: impl FnOnce() -> T) -> Result<T, St
     Ok(action())
 }
 
-/// `alice.toml` keeps its state in `alice.state`; other names get `.state` appended.
+/// `alice.toml` keeps its state in `alice.state` (templates always end in `.toml`, so no record
+/// path is ever a state path).
 pub fn state_path(record: &Path) -> PathBuf {
-    if record.extension().is_some_and(|ext| ext == "toml") {
-        record.with_extension("state")
-    } else {
-        let mut name = record.as_os_str().to_owned().into_vec();
-        name.extend_from_slice(b".state");
-        PathBuf::from(OsString::from_vec(name))
-    }
+    record.with_extension("state")
 }
 
 /// Takes an exclusive `flock`, waiting at most `patience`: a lock held for longer (a hung
@@ -772,10 +767,6 @@ mod tests {
         assert_eq!(
             state_path(Path::new("/v/alice.toml")),
             PathBuf::from("/v/alice.state")
-        );
-        assert_eq!(
-            state_path(Path::new("/h/.twofold")),
-            PathBuf::from("/h/.twofold.state")
         );
     }
 }

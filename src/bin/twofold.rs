@@ -191,7 +191,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 },
         } => {
             let user = target_user(user.as_deref())?;
-            prepare_store(&config, &user)?;
+            prepare_store(&config, &store, &user)?;
             backup_codes_file
                 .as_deref()
                 .map(refuse_existing)
@@ -236,7 +236,7 @@ fn enroll_user(
     backup_codes_file: Option<PathBuf>,
     qr: QrArg,
 ) -> Result<(), Failure> {
-    prepare_store(config, user)?;
+    prepare_store(config, store, user)?;
     if !force && store.load(user)?.is_some() {
         return Err(EnrollError::AlreadyEnrolled.into());
     }
@@ -262,17 +262,14 @@ fn enroll_user(
     out.flush()?;
     drop(out);
 
-    let NewEnrollment { codes } = confirm_loop(config, store, user, pending, code, force)?;
+    let codes = confirm_loop(config, store, user, pending, code, force)?;
     audit(user, "enrolled");
     println!("Two-factor authentication is on for {user}.");
     show_codes(&codes, backup_codes_file.as_deref())
 }
 
-struct NewEnrollment {
-    codes: Vec<Zeroizing<String>>,
-}
-
-/// Asks for the confirming code (up to three times when interactive) and saves on success.
+/// Asks for the confirming code (up to three times when interactive) and saves on success;
+/// returns the backup codes to show.
 fn confirm_loop(
     config: &Config,
     store: &FileStore,
@@ -280,7 +277,7 @@ fn confirm_loop(
     pending: Pending,
     code: Option<String>,
     force: bool,
-) -> Result<NewEnrollment, Failure> {
+) -> Result<Vec<Zeroizing<String>>, Failure> {
     let attempts = if code.is_some() { 1 } else { 3 };
     let mut given = code.map(Zeroizing::new);
     for attempt in 1..=attempts {
@@ -289,11 +286,7 @@ fn confirm_loop(
             None => ask_line("Code from the app: ")?,
         };
         match pending.confirm(store, user, config, &typed, SystemClock.now(), force) {
-            Ok(()) => {
-                return Ok(NewEnrollment {
-                    codes: pending.codes.plain,
-                })
-            }
+            Ok(()) => return Ok(pending.codes.plain),
             Err(e @ (EnrollError::WrongCode | EnrollError::ReplayedCode)) if attempt < attempts => {
                 eprintln!("twofold: {e}");
             }
@@ -356,7 +349,7 @@ fn import_google_authenticator(
     path: &Path,
     force: bool,
 ) -> Result<(), Failure> {
-    prepare_store(config, user)?;
+    prepare_store(config, store, user)?;
     let text = read_users_file(user, path)?;
     let ga = GoogleAuthenticator::parse(&text)
         .map_err(|e| Failure(format!("{}: {e}", path.display())))?;
@@ -537,14 +530,12 @@ fn target_user(named: Option<&str>) -> Result<UserName, Failure> {
 
 /// Makes sure the records directory can take a write: creates a missing central directory (as
 /// root) and turns a permission error into advice.
-fn prepare_store(config: &Config, user: &UserName) -> Result<(), Failure> {
+fn prepare_store(config: &Config, store: &FileStore, user: &UserName) -> Result<(), Failure> {
     if config.records.location() != RecordsLocation::Central {
         return Ok(());
     }
-    let record = config
-        .records
-        .path_for(user.as_str(), None)
-        .unwrap_or_default();
+    // The store's own answer: it keys records by the account's canonical name.
+    let (record, _) = store.paths(user)?;
     let dir = record.parent().unwrap_or(Path::new("/"));
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
