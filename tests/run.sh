@@ -6,7 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(gcc libpam0g-dev libpam-modules pamtester oathtool zbar-tools passwd)
+# End-to-end: a real sshd with a paramiko client (Debian's python3) and real sudo. Packaging:
+# dpkg-buildpackage with debhelper, lintian, pam-auth-update (libpam-runtime) and rpmbuild.
+packages=(gcc libpam0g-dev libpam-modules libpam-runtime pamtester oathtool zbar-tools passwd
+  openssh-server openssh-client sudo python3 python3-paramiko
+  build-essential debhelper lintian rpm)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${packages[@]}"; do
@@ -22,9 +26,17 @@ fi
 rm -rf target/root-tests-ran
 cargo test --all-targets "$@"
 
+# The packages are built, installed, checked and purged as root (packaging/check.sh says how).
+if [ "$(id -u)" = 0 ] && [ -f packaging/check.sh ]; then
+  bash packaging/check.sh
+elif [ "${CI:-}" = true ]; then
+  echo "tests/run.sh: the packaging checks need root and packaging/check.sh" >&2
+  exit 1
+fi
+
 # Every root-only test leaves a marker; in CI all of them must have run.
 if [ "${CI:-}" = true ]; then
-  expected=$(grep -c '^#\[test\]' tests/root_pam.rs)
+  expected=$(cat tests/root_*.rs | grep -c '^#\[test\]')
   ran=$(find target/root-tests-ran -type f 2>/dev/null | wc -l)
   if [ "$ran" -ne "$expected" ]; then
     echo "tests/run.sh: only $ran of $expected root-only tests ran" >&2
