@@ -11,7 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use zeroize::Zeroizing;
 
 use crate::backup::{Candidate, CandidateHash};
-use crate::config::ThrottlePolicy;
+use crate::config::{Config, ThrottlePolicy};
+use crate::enroll::{self, EnrollError};
 use crate::record::Record;
 use crate::state::State;
 use crate::store::{Store, StoreError};
@@ -50,7 +51,7 @@ pub struct SystemClock;
 
 /// The host policy a login is checked against.
 #[derive(Clone, Copy, Debug)]
-pub struct LoginPolicy {
+pub struct LoginPolicy<'a> {
     /// Steps accepted either side of now.
     pub window: u8,
     pub throttle: ThrottlePolicy,
@@ -58,6 +59,9 @@ pub struct LoginPolicy {
     pub nullok: bool,
     /// Ask once for password and code, and hand the password on.
     pub forward_pass: bool,
+    /// Unenrolled users enroll during the login, with this config's settings for new
+    /// enrollments (`enroll_on_login`). Never with forward_pass, whose password is not checked yet.
+    pub enroll_on_login: Option<&'a Config>,
 }
 
 /// Which factor let the user in.
@@ -83,6 +87,12 @@ pub enum Outcome {
     Locked { retry_after: u64 },
     /// Not enrolled, and the admin allows that (`nullok`).
     NotEnrolledSkipped,
+    /// Enrolled during this login, with a confirmed code: the second factor is verified.
+    Enrolled,
+    /// Offered enrollment, skipped it, and the admin allows that (`nullok`).
+    EnrollmentPostponed,
+    /// Enrollment during login could not be done (no randomness, a store failure).
+    EnrollmentFailed(EnrollError),
     /// The conversation with the user failed.
     ConversationFailed(PromptError),
     /// A file is missing, unreadable, malformed or unsafe.
@@ -98,6 +108,10 @@ pub enum Denial {
     NotEnrolled,
     /// The user name cannot be used safely (not UTF-8, a `/`...); never skipped by nullok.
     UnusableName,
+    /// Enrolling at login, no right confirming code was typed.
+    EnrollmentNotConfirmed,
+    /// Enrolling at login, another session enrolled the user first.
+    EnrolledMeanwhile,
     /// A right TOTP code whose step was already used.
     ReplayedCode,
     /// A backup code that was already used.
@@ -123,25 +137,17 @@ pub fn authenticate<S: Store>(
     };
     let (user, record, state) = match (user, loaded) {
         (Some(user), Some((record, state))) => (user, record, state),
-        // nullok skips only a name we could check: one we cannot use is refused, never skipped.
-        (Some(_), None) if policy.nullok => return Outcome::NotEnrolledSkipped,
-        // Ask anyway, and spend what a check would, so that neither the prompt nor the time
-        // taken tells who is enrolled.
-        (user, _) => {
-            return match ask(prompter, policy) {
-                Err(e) => Outcome::ConversationFailed(e),
-                Ok(answer) => {
-                    if let Some(candidate) = Candidate::parse(&answer) {
-                        crate::backup::spend_one_hash(&candidate);
-                    }
-                    Outcome::Denied(if user.is_some() {
-                        Denial::NotEnrolled
-                    } else {
-                        Denial::UnusableName
-                    })
+        (Some(user), None) => {
+            return match policy.enroll_on_login.filter(|_| !policy.forward_pass) {
+                Some(config) => {
+                    enroll::at_login(store, user, config, policy.nullok, prompter, clock)
                 }
-            };
+                None if policy.nullok => Outcome::NotEnrolledSkipped,
+                None => refuse_after_prompt(prompter, policy, Denial::NotEnrolled),
+            }
         }
+        // nullok skips only a name we could check: one we cannot use is refused, never skipped.
+        (None, _) => return refuse_after_prompt(prompter, policy, Denial::UnusableName),
     };
     let now = clock.now();
     if state.locked_until > now {
@@ -190,6 +196,24 @@ pub fn authenticate<S: Store>(
         // Disabled while the user was typing.
         Ok(None) => Outcome::Denied(Denial::NotEnrolled),
         Err(e) => Outcome::Unavailable(e),
+    }
+}
+
+/// Asks anyway, and spends what a check would, so that neither the prompt nor the time taken
+/// tells who is enrolled.
+fn refuse_after_prompt(
+    prompter: &mut dyn Prompter,
+    policy: &LoginPolicy,
+    denial: Denial,
+) -> Outcome {
+    match ask(prompter, policy) {
+        Err(e) => Outcome::ConversationFailed(e),
+        Ok(answer) => {
+            if let Some(candidate) = Candidate::parse(&answer) {
+                crate::backup::spend_one_hash(&candidate);
+            }
+            Outcome::Denied(denial)
+        }
     }
 }
 
@@ -377,6 +401,9 @@ impl std::fmt::Debug for Outcome {
                 .field("retry_after", retry_after)
                 .finish(),
             Outcome::NotEnrolledSkipped => f.write_str("NotEnrolledSkipped"),
+            Outcome::Enrolled => f.write_str("Enrolled"),
+            Outcome::EnrollmentPostponed => f.write_str("EnrollmentPostponed"),
+            Outcome::EnrollmentFailed(e) => f.debug_tuple("EnrollmentFailed").field(e).finish(),
             Outcome::ConversationFailed(e) => f.debug_tuple("ConversationFailed").field(e).finish(),
             Outcome::Unavailable(e) => f.debug_tuple("Unavailable").field(e).finish(),
         }
@@ -404,6 +431,8 @@ impl Denial {
             Denial::NoCode => "no-code",
             Denial::NotEnrolled => "not-enrolled",
             Denial::UnusableName => "unusable-name",
+            Denial::EnrollmentNotConfirmed => "enrollment-not-confirmed",
+            Denial::EnrolledMeanwhile => "enrolled-in-another-session",
             Denial::ReplayedCode => "replayed-code",
             Denial::SpentBackupCode => "spent-backup-code",
             Denial::WrongCode => "wrong-code",
@@ -504,7 +533,7 @@ mod tests {
         }
     }
 
-    fn policy() -> LoginPolicy {
+    fn policy() -> LoginPolicy<'static> {
         LoginPolicy {
             window: 1,
             throttle: ThrottlePolicy {
@@ -514,6 +543,7 @@ mod tests {
             },
             nullok: false,
             forward_pass: false,
+            enroll_on_login: None,
         }
     }
 
@@ -829,5 +859,276 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    // ---- Enrollment at login.
+
+    /// What the user does at each confirming prompt.
+    #[derive(Clone, Copy)]
+    enum Typing {
+        /// The app's current code, for the key shown on screen.
+        Right,
+        Wrong,
+        Empty,
+        HangUp,
+        /// Someone else enrolls the user while this prompt waits.
+        EnrolledElsewhere,
+    }
+
+    /// A person with a phone: reads the key off the screen and types what the plan says.
+    struct Phone<'s> {
+        plan: Vec<Typing>,
+        shown: Vec<String>,
+        prompts: Vec<String>,
+        store: &'s MemoryStore,
+    }
+
+    impl Phone<'_> {
+        fn shown_key(&self) -> TotpKey {
+            let line = self
+                .shown
+                .iter()
+                .find_map(|m| m.strip_prefix(enroll::KEY_LINE))
+                .expect("the key was shown");
+            TotpKey {
+                secret: Secret::from_base32(&line.replace(' ', "")).unwrap(),
+                ..key()
+            }
+        }
+    }
+
+    impl Prompter for Phone<'_> {
+        fn ask_hidden(&mut self, prompt: &str) -> Result<Zeroizing<String>, PromptError> {
+            self.prompts.push(prompt.into());
+            let typed = match self.plan.remove(0) {
+                Typing::Right => {
+                    let key = self.shown_key();
+                    key.code_at_step(key.step_of(NOW)).to_string()
+                }
+                Typing::Wrong => "000000".into(),
+                Typing::Empty => String::new(),
+                Typing::HangUp => return Err(PromptError("hung up".into())),
+                Typing::EnrolledElsewhere => {
+                    let (store, _) = enrolled();
+                    let other = store.users.borrow_mut().remove("alice").unwrap();
+                    self.store.users.borrow_mut().insert("alice".into(), other);
+                    let key = self.shown_key();
+                    key.code_at_step(key.step_of(NOW)).to_string()
+                }
+            };
+            Ok(Zeroizing::new(typed))
+        }
+        fn ask_visible(&mut self, prompt: &str) -> Result<Zeroizing<String>, PromptError> {
+            self.ask_hidden(prompt)
+        }
+        fn info(&mut self, text: &str) {
+            self.shown.push(text.into());
+        }
+        fn error(&mut self, text: &str) {
+            self.shown.push(format!("error: {text}"));
+        }
+    }
+
+    fn enrolling_config() -> Config {
+        Config::parse(
+            std::path::Path::new("test.toml"),
+            "enroll_on_login = true\n[backup_codes]\ncount = 2\n",
+        )
+        .unwrap()
+    }
+
+    fn enroll_with(
+        store: &MemoryStore,
+        config: &Config,
+        nullok: bool,
+        plan: &[Typing],
+    ) -> (Outcome, Vec<String>, Vec<String>) {
+        let policy = LoginPolicy {
+            nullok,
+            enroll_on_login: Some(config),
+            ..policy()
+        };
+        let mut phone = Phone {
+            plan: plan.to_vec(),
+            shown: vec![],
+            prompts: vec![],
+            store,
+        };
+        let outcome = authenticate(store, Some(&alice()), &policy, &mut phone, &At(NOW));
+        (outcome, phone.shown, phone.prompts)
+    }
+
+    #[test]
+    fn enrolling_at_login_shows_the_code_and_key_then_saves_and_shows_backup_codes() {
+        let store = MemoryStore::default();
+        let config = enrolling_config();
+        let (outcome, shown, prompts) = enroll_with(&store, &config, false, &[Typing::Right]);
+        assert!(matches!(outcome, Outcome::Enrolled), "{outcome:?}");
+        assert_eq!(prompts, [enroll::CONFIRM_PROMPT]);
+        assert_eq!(shown[0], enroll::LOGIN_INTRO);
+        assert!(
+            shown[1].contains('█') && !shown[1].ends_with('\n'),
+            "QR: {}",
+            shown[1]
+        );
+        assert!(shown[1].lines().all(|l| l.chars().count() <= 80));
+        assert!(shown[2].starts_with(enroll::KEY_LINE));
+        let done = &shown[3];
+        assert!(
+            done.starts_with("Two-factor authentication is on."),
+            "{done}"
+        );
+        assert!(done.contains("not be shown again"));
+        // The saved key is the one shown, its confirming step is spent, and the codes work.
+        let (record, state) = store.users.borrow()["alice"].clone();
+        let phone_key = Phone {
+            plan: vec![],
+            shown: shown.clone(),
+            prompts: vec![],
+            store: &store,
+        }
+        .shown_key();
+        assert!(record.totp.as_ref().unwrap().secret == phone_key.secret);
+        assert_eq!(state.last_step, phone_key.step_of(NOW));
+        let codes: Vec<&str> = done
+            .lines()
+            .skip(1)
+            .flat_map(str::split_whitespace)
+            .filter(|w| w.len() == 11 && w.as_bytes()[5] == b'-')
+            .collect();
+        assert_eq!(codes.len(), 2, "{done}");
+        let (outcome, _) = login(&store, &policy(), codes[1], NOW);
+        assert!(matches!(
+            outcome,
+            Outcome::Accepted {
+                factor: Factor::BackupCode,
+                codes_left: Some(1),
+                ..
+            }
+        ));
+        let confirming = phone_key.code_at_step(phone_key.step_of(NOW)).to_string();
+        let (outcome, _) = login(&store, &policy(), &confirming, NOW);
+        assert!(matches!(outcome, Outcome::Denied(Denial::ReplayedCode)));
+    }
+
+    #[test]
+    fn three_wrong_confirming_codes_deny_and_write_nothing() {
+        let store = MemoryStore::default();
+        let config = enrolling_config();
+        let plan = [Typing::Wrong, Typing::Empty, Typing::Wrong];
+        let (outcome, shown, prompts) = enroll_with(&store, &config, false, &plan);
+        assert!(
+            matches!(outcome, Outcome::Denied(Denial::EnrollmentNotConfirmed)),
+            "{outcome:?}"
+        );
+        assert_eq!(prompts.len(), 3);
+        assert!(store.users.borrow().is_empty());
+        let errors: Vec<&String> = shown.iter().filter(|m| m.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 3, "{shown:?}");
+        assert!(errors[0].contains("2 tries left") && errors[1].contains("1 try left"));
+        assert!(errors[2].contains("not set up"));
+    }
+
+    #[test]
+    fn a_wrong_confirming_code_may_be_retried() {
+        let store = MemoryStore::default();
+        let config = enrolling_config();
+        let plan = [Typing::Wrong, Typing::Wrong, Typing::Right];
+        let (outcome, _, prompts) = enroll_with(&store, &config, false, &plan);
+        assert!(matches!(outcome, Outcome::Enrolled), "{outcome:?}");
+        assert_eq!(prompts.len(), 3);
+        assert!(store.users.borrow().contains_key("alice"));
+    }
+
+    #[test]
+    fn with_nullok_an_empty_answer_postpones_and_writes_nothing() {
+        let store = MemoryStore::default();
+        let config = enrolling_config();
+        let (outcome, _, prompts) = enroll_with(&store, &config, true, &[Typing::Empty]);
+        assert!(
+            matches!(outcome, Outcome::EnrollmentPostponed),
+            "{outcome:?}"
+        );
+        assert_eq!(prompts, [enroll::CONFIRM_PROMPT_SKIPPABLE]);
+        assert!(store.users.borrow().is_empty());
+        // nullok does not turn wrong codes into a pass.
+        let plan = [Typing::Wrong; 3];
+        let (outcome, _, _) = enroll_with(&store, &config, true, &plan);
+        assert!(matches!(
+            outcome,
+            Outcome::Denied(Denial::EnrollmentNotConfirmed)
+        ));
+    }
+
+    #[test]
+    fn hanging_up_while_enrolling_writes_nothing() {
+        let store = MemoryStore::default();
+        let config = enrolling_config();
+        let plan = [Typing::Wrong, Typing::HangUp];
+        let (outcome, _, _) = enroll_with(&store, &config, false, &plan);
+        assert!(matches!(outcome, Outcome::ConversationFailed(_)));
+        assert!(store.users.borrow().is_empty());
+    }
+
+    #[test]
+    fn an_enrollment_made_meanwhile_elsewhere_is_kept() {
+        let store = MemoryStore::default();
+        let config = enrolling_config();
+        let plan = [Typing::EnrolledElsewhere];
+        let (outcome, shown, _) = enroll_with(&store, &config, false, &plan);
+        assert!(matches!(
+            outcome,
+            Outcome::Denied(Denial::EnrolledMeanwhile)
+        ));
+        assert!(shown.last().unwrap().contains("another session"));
+        // The other session's key is still the one on record.
+        let record = store.users.borrow()["alice"].0.clone();
+        assert!(record.totp.unwrap().secret == key().secret);
+    }
+
+    #[test]
+    fn enrollment_is_never_offered_with_forward_pass_or_for_enrolled_users() {
+        let config = enrolling_config();
+        let store = MemoryStore::default();
+        let forwarding = LoginPolicy {
+            forward_pass: true,
+            enroll_on_login: Some(&config),
+            ..policy()
+        };
+        let mut script = Script {
+            answers: vec!["pw123456"],
+            prompts: vec![],
+        };
+        let outcome = authenticate(&store, Some(&alice()), &forwarding, &mut script, &At(NOW));
+        assert!(matches!(outcome, Outcome::Denied(Denial::NotEnrolled)));
+        assert_eq!(script.prompts, [PASSWORD_AND_CODE_PROMPT]);
+        assert!(store.users.borrow().is_empty());
+
+        let (store, _) = enrolled();
+        let enrolling = LoginPolicy {
+            enroll_on_login: Some(&config),
+            ..policy()
+        };
+        let (outcome, prompts) = login(&store, &enrolling, &code(0), NOW);
+        assert!(matches!(outcome, Outcome::Accepted { .. }));
+        assert_eq!(prompts, [CODE_PROMPT]);
+    }
+
+    #[test]
+    fn an_unusable_name_is_refused_even_with_enroll_on_login() {
+        let config = enrolling_config();
+        let store = MemoryStore::default();
+        let policy = LoginPolicy {
+            nullok: true,
+            enroll_on_login: Some(&config),
+            ..policy()
+        };
+        let mut script = Script {
+            answers: vec!["123456"],
+            prompts: vec![],
+        };
+        let outcome = authenticate(&store, None, &policy, &mut script, &At(NOW));
+        assert!(matches!(outcome, Outcome::Denied(Denial::UnusableName)));
+        assert!(store.users.borrow().is_empty());
     }
 }

@@ -292,10 +292,20 @@ pub fn spend_one_hash(candidate: &Candidate) {
 
 /// Formats a code for display: `abcde-fghjk`.
 pub fn display(code: &str) -> String {
-    if code.len() == CODE_LEN {
-        format!("{}-{}", &code[..5], &code[5..])
-    } else {
-        code.to_string()
+    let mut out = String::with_capacity(CODE_LEN + 1);
+    push_display(&mut out, code);
+    out
+}
+
+/// Appends a code formatted for display, with no copy of it left behind outside `out`.
+pub fn push_display(out: &mut String, code: &str) {
+    match (code.len() == CODE_LEN).then(|| code.split_at(5)) {
+        Some((head, tail)) => {
+            out.push_str(head);
+            out.push('-');
+            out.push_str(tail);
+        }
+        None => out.push_str(code),
     }
 }
 

@@ -26,6 +26,8 @@ pub struct Config {
     pub records: RecordsTemplate,
     /// Unenrolled users skip the module (`PAM_IGNORE`) instead of failing. Weakens security.
     pub nullok: bool,
+    /// Unenrolled users who passed the password step enroll during the login.
+    pub enroll_on_login: bool,
     /// TOTP parameters for new enrollments and the verification window.
     pub totp: TotpPolicy,
     /// How many backup codes a new enrollment gets.
@@ -82,6 +84,7 @@ pub struct ModuleArgs {
     pub debug: bool,
     pub forward_pass: bool,
     pub nullok: bool,
+    pub enroll_on_login: bool,
 }
 
 /// What can be wrong with a config file or the module arguments.
@@ -193,6 +196,7 @@ impl ModuleArgs {
                 None if arg == "debug" => parsed.debug = true,
                 None if arg == "forward_pass" => parsed.forward_pass = true,
                 None if arg == "nullok" => parsed.nullok = true,
+                None if arg == "enroll_on_login" => parsed.enroll_on_login = true,
                 _ => return Err(ConfigError::UnknownOption(arg.into())),
             }
         }
@@ -274,7 +278,7 @@ impl fmt::Display for ConfigError {
         match self {
             ConfigError::UnknownOption(arg) => write!(
                 f,
-                "unknown option `{arg}` (known: config=PATH, nullok, forward_pass, debug)"
+                "unknown option `{arg}` (known: config=PATH, nullok, enroll_on_login, forward_pass, debug)"
             ),
             ConfigError::MissingOptionValue(arg) => {
                 write!(f, "option `{arg}` needs a value (config=/absolute/path)")
@@ -382,6 +386,7 @@ struct RawConfig {
     #[serde(deserialize_with = "records")]
     records: RecordsTemplate,
     nullok: bool,
+    enroll_on_login: bool,
     totp: RawTotp,
     backup_codes: RawBackupCodes,
     throttle: RawThrottle,
@@ -424,6 +429,7 @@ impl Default for RawConfig {
                 template: DEFAULT_RECORDS.into(),
             },
             nullok: false,
+            enroll_on_login: false,
             totp: RawTotp::default(),
             backup_codes: RawBackupCodes::default(),
             throttle: RawThrottle::default(),
@@ -464,6 +470,7 @@ impl From<RawConfig> for Config {
             issuer: raw.issuer,
             records: raw.records,
             nullok: raw.nullok,
+            enroll_on_login: raw.enroll_on_login,
             totp: TotpPolicy {
                 algorithm: raw.totp.algorithm,
                 digits: raw.totp.digits,
@@ -563,6 +570,7 @@ mod tests {
         assert_eq!(config, Config::default());
         assert_eq!(config.records.as_str(), "/var/lib/twofold/{user}.toml");
         assert!(!config.nullok);
+        assert!(!config.enroll_on_login);
         assert_eq!(config.totp.window, 1);
         assert_eq!(config.backup_codes.count, 10);
         assert_eq!(config.throttle.max_failures, 5);
@@ -572,12 +580,14 @@ mod tests {
     fn full_file_is_read() {
         let config = parse(
             "issuer = \"example\"\nrecords = \"~/.twofold.toml\"\nnullok = true\n\
+             enroll_on_login = true\n\
              [totp]\nalgorithm = \"SHA512\"\ndigits = 8\nperiod = 60\nwindow = 2\n\
              [backup_codes]\ncount = 5\n[throttle]\nmax_failures = 3\nwindow_secs = 60\nlock_secs = 120\n",
         )
         .unwrap();
         assert_eq!(config.issuer.as_deref(), Some("example"));
         assert_eq!(config.records.location(), RecordsLocation::Home);
+        assert!(config.nullok && config.enroll_on_login);
         assert_eq!(config.totp.algorithm, Algorithm::Sha512);
         assert_eq!(config.totp.digits.get(), 8);
         assert_eq!(config.throttle.lock_secs, 120);
@@ -639,9 +649,15 @@ mod tests {
 
     #[test]
     fn module_args_are_strict() {
-        let args =
-            ModuleArgs::parse(&["nullok", "forward_pass", "debug", "config=/x.toml"]).unwrap();
-        assert!(args.nullok && args.forward_pass && args.debug);
+        let args = ModuleArgs::parse(&[
+            "nullok",
+            "enroll_on_login",
+            "forward_pass",
+            "debug",
+            "config=/x.toml",
+        ])
+        .unwrap();
+        assert!(args.nullok && args.enroll_on_login && args.forward_pass && args.debug);
         assert_eq!(args.config_path(), Path::new("/x.toml"));
         assert!(matches!(
             ModuleArgs::parse(&["nulok"]),

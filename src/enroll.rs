@@ -1,16 +1,31 @@
-//! Enrollment, shared by the CLI and (later) enroll-on-login and the web backend: make a key and
+//! Enrollment, shared by the CLI, enroll-on-login and (later) the web backend: make a key and
 //! backup codes, and save them only once the user has proved, with one code, that their app works.
 
 use std::fmt;
+use std::fmt::Write as _;
 
 use zeroize::Zeroizing;
 
-use crate::backup::{BackupCodeError, BackupCodes, Cost, NewCodes};
+use crate::auth::{Clock, Denial, Outcome, Prompter};
+use crate::backup::{self, BackupCodeError, BackupCodes, Cost, NewCodes};
 use crate::config::Config;
+use crate::qr::{self, QrStyle};
 use crate::record::Record;
 use crate::store::{Store, StoreError};
-use crate::totp::{Secret, TotpKey, Verdict};
+use crate::totp::{Algorithm, Digits, Secret, TotpKey, Verdict};
 use crate::user::UserName;
+
+/// The first line an unenrolled user sees when enrolling at login.
+pub const LOGIN_INTRO: &str = "Two-factor authentication is not set up for this account yet. \
+                               Scan this QR code with an authenticator app:";
+/// Starts the line with the key as text, for apps without a camera.
+pub const KEY_LINE: &str = "Or type this key into the app: ";
+/// The prompt for the confirming code when enrollment is required.
+pub const CONFIRM_PROMPT: &str = "Code from the app to confirm: ";
+/// The prompt when the admin allows unenrolled users (nullok): an empty answer skips.
+pub const CONFIRM_PROMPT_SKIPPABLE: &str = "Code from the app to confirm (Enter to skip): ";
+/// How many confirming codes one login may try.
+pub const CONFIRM_TRIES: u32 = 3;
 
 /// A key and codes that are not saved yet.
 pub struct Pending {
@@ -61,6 +76,31 @@ impl Pending {
         self.key.otpauth_uri(&config.issuer(), user.as_str())
     }
 
+    /// The key as text for typing into an app: base32 in groups of four, and the parameters when
+    /// they are not the ones every app assumes.
+    pub fn key_text(&self) -> Zeroizing<String> {
+        let base32 = Zeroizing::new(self.key.secret.to_base32());
+        let mut text = Zeroizing::new(String::with_capacity(base32.len() * 5 / 4 + 32));
+        for (i, chunk) in base32.as_bytes().chunks(4).enumerate() {
+            if i > 0 {
+                text.push(' ');
+            }
+            // Base32 is ASCII, so every chunk is valid UTF-8.
+            text.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        }
+        let key = &self.key;
+        if key.algorithm != Algorithm::Sha1 || key.digits != Digits::SIX || key.period != 30 {
+            let _ = write!(
+                text,
+                " ({}, {} digits, every {} s)",
+                key.algorithm.name(),
+                key.digits.get(),
+                key.period
+            );
+        }
+        text
+    }
+
     /// Saves the enrollment if `code` is the app's current code (within the host window), and
     /// spends that code. Refuses to replace an enrollment unless `replace` is set.
     pub fn confirm<S: Store>(
@@ -101,6 +141,87 @@ impl Pending {
             })
             .map_err(EnrollError::Store)?
     }
+}
+
+/// Enrolls an unenrolled user during a login they have already passed the password step of:
+/// shows the QR code and the key, asks for one confirming code (up to `CONFIRM_TRIES` times),
+/// saves, and shows the backup codes once. Nothing is written unless a code is confirmed. With
+/// `skippable` (nullok), an empty answer postpones enrollment instead.
+pub fn at_login<S: Store>(
+    store: &S,
+    user: &UserName,
+    config: &Config,
+    skippable: bool,
+    prompter: &mut dyn Prompter,
+    clock: &dyn Clock,
+) -> Outcome {
+    let pending = match Pending::new(config, None) {
+        Ok(pending) => pending,
+        Err(e) => return Outcome::EnrollmentFailed(e),
+    };
+    prompter.info(LOGIN_INTRO);
+    match qr::render(&pending.uri(config, user), QrStyle::Utf8) {
+        // The QR code carries the secret: its text is wiped once shown.
+        Ok(code) => prompter.info(Zeroizing::new(code).trim_end_matches('\n')),
+        Err(_) => prompter.info("(The QR code does not fit a terminal; type the key instead.)"),
+    }
+    let mut key_line = Zeroizing::new(String::from(KEY_LINE));
+    key_line.push_str(&pending.key_text());
+    prompter.info(&key_line);
+    let prompt = if skippable {
+        CONFIRM_PROMPT_SKIPPABLE
+    } else {
+        CONFIRM_PROMPT
+    };
+    for tries_left in (0..CONFIRM_TRIES).rev() {
+        let answer = match prompter.ask_hidden(prompt) {
+            Ok(answer) => answer,
+            Err(e) => return Outcome::ConversationFailed(e),
+        };
+        if answer.trim().is_empty() && skippable {
+            prompter.info("Two-factor authentication was not set up; you will be asked again.");
+            return Outcome::EnrollmentPostponed;
+        }
+        match pending.confirm(store, user, config, &answer, clock.now(), false) {
+            Ok(()) => {
+                prompter.info(&codes_message(&pending.codes.plain));
+                return Outcome::Enrolled;
+            }
+            Err(EnrollError::AlreadyEnrolled) => {
+                prompter.error(
+                    "Two-factor authentication was just set up in another session; \
+                     log in again with a code from that enrollment.",
+                );
+                return Outcome::Denied(Denial::EnrolledMeanwhile);
+            }
+            // A new key has no used steps, so a replay can only be a code typed twice.
+            Err(EnrollError::WrongCode | EnrollError::ReplayedCode) if tries_left > 0 => {
+                let tries = if tries_left == 1 { "try" } else { "tries" };
+                prompter.error(&format!(
+                    "Wrong code; {tries_left} {tries} left. Check that the phone's clock is right."
+                ));
+            }
+            Err(EnrollError::WrongCode | EnrollError::ReplayedCode) => break,
+            Err(e) => return Outcome::EnrollmentFailed(e),
+        }
+    }
+    prompter.error("Wrong code; two-factor authentication was not set up.");
+    Outcome::Denied(Denial::EnrollmentNotConfirmed)
+}
+
+/// The one time new backup codes are shown at login, two to a line.
+fn codes_message(codes: &[Zeroizing<String>]) -> Zeroizing<String> {
+    let mut text = Zeroizing::new(String::from("Two-factor authentication is on."));
+    if codes.is_empty() {
+        return text;
+    }
+    text.push_str(" Backup codes, each good for one login if you lose your phone:");
+    for (i, code) in codes.iter().enumerate() {
+        text.push_str(if i % 2 == 0 { "\n  " } else { "  " });
+        backup::push_display(&mut text, code);
+    }
+    text.push_str("\nStore them somewhere safe now: they will not be shown again.");
+    text
 }
 
 /// Replaces a user's backup codes with `count` new ones, keeping their TOTP key.

@@ -1,7 +1,6 @@
 //! The libpam calls pamsm lacks or gets wrong for us: a conversation that frees and zeroizes
 //! every answer, `pam_fail_delay`, and setting `PAM_AUTHTOK` from a zeroized buffer.
 
-use std::ffi::CString;
 use std::os::raw::{c_char, c_int, c_uint, c_void};
 use std::ptr;
 
@@ -50,11 +49,14 @@ impl<'a> Conversation<'a> {
         let Some(callback) = conv.conv else {
             return Err(PromptError("the conversation function is null".into()));
         };
-        let text = CString::new(text.replace('\0', " "))
-            .map_err(|_| PromptError("message has a NUL byte".into()))?;
+        // Some messages carry a secret (the enrollment QR code and key): the copy handed to the
+        // application is wiped afterwards. A NUL would cut the message short, so it becomes a space.
+        let mut text_nul = Zeroizing::new(Vec::with_capacity(text.len() + 1));
+        text_nul.extend(text.bytes().map(|b| if b == 0 { b' ' } else { b }));
+        text_nul.push(0);
         let message = PamMessage {
             msg_style: style,
-            msg: text.as_ptr(),
+            msg: text_nul.as_ptr().cast::<c_char>(),
         };
         let mut message_ptr: *const PamMessage = &message;
         let mut responses: *mut PamResponse = ptr::null_mut();

@@ -109,11 +109,16 @@ fn authenticate(pamh: &Pam, flags: PamFlags, args: &[String]) -> PamError {
     } else {
         None
     };
+    // Enrolling shows a QR code, which PAM_SILENT forbids: such a login is treated as if
+    // enroll_on_login were off.
+    let silent = flags.contains(PamFlags::SILENT);
     let policy = LoginPolicy {
         window: config.totp.window,
         throttle: config.throttle,
         nullok: config.nullok || args.nullok,
         forward_pass: args.forward_pass,
+        enroll_on_login: ((config.enroll_on_login || args.enroll_on_login) && !silent)
+            .then_some(&config),
     };
     let store = FileStore::new(config.records.clone());
     if args.debug {
@@ -196,6 +201,31 @@ fn finish(pamh: &Pam, conversation: &mut Conversation, who: &str, outcome: Outco
                 &format!("{who} outcome=ignored reason=not-enrolled nullok"),
             );
             PamError::IGNORE
+        }
+        Outcome::Enrolled => {
+            log::line(
+                IDENT,
+                Level::Notice,
+                &format!("{who} factor=totp outcome=enrolled"),
+            );
+            PamError::SUCCESS
+        }
+        Outcome::EnrollmentPostponed => {
+            log::line(
+                IDENT,
+                Level::Info,
+                &format!("{who} outcome=ignored reason=enrollment-postponed nullok"),
+            );
+            PamError::IGNORE
+        }
+        Outcome::EnrollmentFailed(e) => {
+            conversation.error_line(UNAVAILABLE_HINT);
+            log::line(
+                IDENT,
+                Level::Error,
+                &format!("{who} outcome=unavailable: enrollment failed: {e}"),
+            );
+            PamError::AUTHINFO_UNAVAIL
         }
         Outcome::ConversationFailed(e) => {
             log::line(
