@@ -138,13 +138,21 @@ pub fn authenticate<S: Store>(
     let (user, record, state) = match (user, loaded) {
         (Some(user), Some((record, state))) => (user, record, state),
         (Some(user), None) => {
-            return match policy.enroll_on_login.filter(|_| !policy.forward_pass) {
+            let enrolling = match policy.enroll_on_login.filter(|_| !policy.forward_pass) {
+                Some(config) => match store.is_account(user) {
+                    Ok(true) => Some(config),
+                    Ok(false) => None,
+                    Err(e) => return Outcome::Unavailable(e),
+                },
+                None => None,
+            };
+            return match enrolling {
                 Some(config) => {
                     enroll::at_login(store, user, config, policy.nullok, prompter, clock)
                 }
                 None if policy.nullok => Outcome::NotEnrolledSkipped,
                 None => refuse_after_prompt(prompter, policy, Denial::NotEnrolled),
-            }
+            };
         }
         // nullok skips only a name we could check: one we cannot use is refused, never skipped.
         (None, _) => return refuse_after_prompt(prompter, policy, Denial::UnusableName),

@@ -43,6 +43,13 @@ pub trait Store {
         user: &UserName,
         change: impl FnOnce(Option<&Record>, &mut State) -> Result<(Option<Record>, T), E>,
     ) -> Result<Result<T, E>, StoreError>;
+
+    /// Whether `user` is an account of this host. Enrollment at login creates records only for
+    /// accounts, never for whatever name an application passes in.
+    fn is_account(&self, user: &UserName) -> Result<bool, StoreError> {
+        let _ = user;
+        Ok(true)
+    }
 }
 
 /// Records in files, one record and one state file per user.
@@ -146,6 +153,16 @@ impl FileStore {
 }
 
 impl Store for FileStore {
+    fn is_account(&self, user: &UserName) -> Result<bool, StoreError> {
+        Account::by_name(user)
+            .map(|account| account.is_some())
+            .map_err(|cause| StoreError::Io {
+                path: "/etc/passwd".into(),
+                action: "look up the user in",
+                cause,
+            })
+    }
+
     fn load(&self, user: &UserName) -> Result<Option<(Record, State)>, StoreError> {
         let Some(place) = self.place(user)? else {
             return Ok(None);

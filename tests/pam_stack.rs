@@ -9,6 +9,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 
 use pam_twofold::backup;
 use pam_twofold::enroll::Pending;
+use pam_twofold::store::Store;
 use pam_twofold::totp::Secret;
 
 use common::*;
@@ -692,4 +693,163 @@ fn with_nullok_a_name_that_is_no_account_is_skipped_like_an_unenrolled_one() {
     let login = host.login_via("ignored", "twofold-no-such-user", &[]);
     login.assert_rc(PAM_SUCCESS);
     assert!(login.messages.is_empty(), "{login:#?}");
+}
+
+// ---- Enrollment at login (`enroll_on_login`), as an application's conversation sees it.
+
+const ENROLL_INTRO: &str = "Two-factor authentication is not set up for this account yet. \
+                            Scan this QR code with an authenticator app:";
+const CONFIRM_PROMPT: &str = "Code from the app to confirm: ";
+const CONFIRM_PROMPT_SKIPPABLE: &str = "Code from the app to confirm (Enter to skip): ";
+
+/// The account running the tests: enrollment at login is only for real accounts.
+fn me() -> String {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    pam_twofold::user::Account::by_uid(euid)
+        .unwrap()
+        .expect("the current user has a passwd entry")
+        .name
+        .as_str()
+        .to_string()
+}
+
+#[test]
+fn enroll_on_login_shows_qr_and_key_confirms_one_code_then_shows_backup_codes() {
+    let host = Host::new("enroll_on_login = true\n[backup_codes]\ncount = 4\n");
+    let user = me();
+    let login = host.login(&user, &[CODE_FOR_SHOWN_KEY]);
+    login.assert_rc(PAM_SUCCESS);
+    assert_eq!(login.fail_delay, None);
+    let [Message::Info(intro), Message::Info(qr), Message::Info(key_line), Message::Prompt {
+        echo: false,
+        text: prompt,
+    }, Message::Info(done)] = &login.messages[..]
+    else {
+        panic!("unexpected transcript: {login:#?}");
+    };
+    assert_eq!(intro, ENROLL_INTRO);
+    assert_eq!(prompt, CONFIRM_PROMPT);
+    assert!(key_line.starts_with(SHOWN_KEY_LINE));
+    // Half blocks, at most 80 columns, no trailing newline (the application adds its own).
+    assert!(qr.contains('█') && qr.lines().count() > 10, "{qr}");
+    assert!(qr.lines().all(|l| l.chars().count() <= 80) && !qr.ends_with('\n'));
+    assert!(
+        done.starts_with("Two-factor authentication is on."),
+        "{done}"
+    );
+    assert!(done.contains("they will not be shown again"), "{done}");
+    let codes: Vec<&str> = done
+        .split_whitespace()
+        .filter(|w| w.len() == 11 && w.as_bytes()[5] == b'-')
+        .collect();
+    assert_eq!(codes.len(), 4, "{done}");
+
+    // The record is saved, private, with the key that was shown; the confirming step is spent.
+    let key = shown_key(&login.messages).unwrap();
+    let (record, state) = host.store().load(&user_name(&user)).unwrap().unwrap();
+    assert!(record.totp.as_ref().unwrap().secret == key.secret);
+    assert!(key.step_of(now()) - state.last_step <= 1);
+    let mode = fs::metadata(host.record_path(&user))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // From now on the user is asked for a code like anyone enrolled.
+    host.login(&user, &[&code_at(&key, state.last_step)])
+        .assert_rc(PAM_AUTH_ERR)
+        .assert_only_prompt(CODE_PROMPT);
+    host.login(&user, &[&code_at(&key, state.last_step + 1)])
+        .assert_rc(PAM_SUCCESS)
+        .assert_only_prompt(CODE_PROMPT);
+    let login = host.login(&user, &[codes[2]]);
+    login.assert_rc(PAM_SUCCESS);
+    assert_eq!(login.infos(), vec!["Backup code accepted; 3 left"]);
+}
+
+#[test]
+fn three_wrong_confirming_codes_fail_the_login_and_write_nothing() {
+    let host = Host::new("enroll_on_login = true\n");
+    let user = me();
+    let login = host.login(&user, &["000000", "", "12345678"]);
+    login.assert_rc(PAM_AUTH_ERR);
+    assert_eq!(login.prompts(), vec![CONFIRM_PROMPT; 3]);
+    assert_eq!(
+        login.errors(),
+        vec![
+            "Wrong code; 2 tries left. Check that the phone's clock is right.",
+            "Wrong code; 1 try left. Check that the phone's clock is right.",
+            "Wrong code; two-factor authentication was not set up.",
+        ]
+    );
+    assert!(login.fail_delay.is_some());
+    assert!(!host.record_path(&user).exists());
+    assert!(!host.state_path(&user).exists());
+    // A wrong code, then the right one, is fine.
+    let login = host.login(&user, &["000000", CODE_FOR_SHOWN_KEY]);
+    login.assert_rc(PAM_SUCCESS);
+    assert!(host.record_path(&user).exists());
+}
+
+#[test]
+fn hanging_up_while_enrolling_writes_nothing() {
+    let host = Host::new("enroll_on_login = true\n");
+    let user = me();
+    host.login(&user, &[]).assert_rc(PAM_CONV_ERR);
+    assert!(!host.record_path(&user).exists());
+}
+
+#[test]
+fn enroll_on_login_as_a_module_argument() {
+    let host = Host::new("");
+    host.service("enrolling", "enroll_on_login");
+    let user = me();
+    // Services without the argument keep refusing the unenrolled user.
+    host.login(&user, &["123456"])
+        .assert_rc(PAM_AUTH_ERR)
+        .assert_only_prompt(CODE_PROMPT);
+    host.login_via("enrolling", &user, &[CODE_FOR_SHOWN_KEY])
+        .assert_rc(PAM_SUCCESS);
+    assert!(host.record_path(&user).exists());
+}
+
+#[test]
+fn with_nullok_enrollment_can_be_postponed() {
+    let host = Host::new("enroll_on_login = true\nnullok = true\n");
+    host.service_lines("ignored", &ignore_probe(&host, ""));
+    let user = me();
+    let login = host.login_via("ignored", &user, &[""]);
+    login.assert_rc(PAM_SUCCESS);
+    assert_eq!(login.prompts(), vec![CONFIRM_PROMPT_SKIPPABLE]);
+    assert!(!host.record_path(&user).exists());
+    // Postponing is PAM_IGNORE, never a success of its own: alone, the module decides nothing.
+    host.service("alone", "");
+    host.login_via("alone", &user, &[""])
+        .assert_rc(PAM_PERM_DENIED);
+    // nullok does not make wrong codes pass.
+    host.login_via("ignored", &user, &["000000", "000001", "000002"])
+        .assert_rc(PAM_AUTH_ERR);
+}
+
+#[test]
+fn enrollment_is_not_offered_silently_with_forward_pass_or_to_strangers() {
+    let host = Host::new("enroll_on_login = true\n");
+    let user = me();
+    // PAM_SILENT: a QR code cannot be shown, so the user is refused as unenrolled.
+    login_with_flags(&host.confdir, "twofold", &user, &["123456"], PAM_SILENT)
+        .assert_rc(PAM_AUTH_ERR)
+        .assert_only_prompt(CODE_PROMPT);
+    // forward_pass: the password has not been checked yet when the module runs.
+    host.service("forwarding", "forward_pass");
+    host.login_via("forwarding", &user, &["pw123456"])
+        .assert_rc(PAM_AUTH_ERR)
+        .assert_only_prompt(PASSWORD_AND_CODE_PROMPT);
+    // A name that is no account gets no records created for it.
+    host.login("no-such-account-x", &["123456"])
+        .assert_rc(PAM_AUTH_ERR)
+        .assert_only_prompt(CODE_PROMPT);
+    for name in [user.as_str(), "no-such-account-x"] {
+        assert!(!host.record_path(name).exists(), "{name}");
+    }
 }

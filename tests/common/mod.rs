@@ -329,6 +329,7 @@ unsafe fn converse_inner(
                 let answer = script
                     .answers
                     .pop_front()
+                    .map(|a| resolve_answer(a, &script.messages))
                     .and_then(|a| CString::new(a).ok());
                 let Some(answer) = answer else {
                     // SAFETY: responses holds `count` entries, each null or from strdup.
@@ -352,6 +353,37 @@ unsafe fn converse_inner(
     // SAFETY: resp is writable; libpam takes ownership of the array.
     unsafe { *resp = responses };
     PAM_SUCCESS
+}
+
+/// An answer that stands for the current code of the key the module showed while enrolling the
+/// user at login, as a person would read it off the screen into their phone.
+pub const CODE_FOR_SHOWN_KEY: &str = "<code for the key shown>";
+
+/// The text of the module's enrollment line carrying the key.
+pub const SHOWN_KEY_LINE: &str = "Or type this key into the app: ";
+
+fn resolve_answer(answer: String, shown: &[Message]) -> String {
+    if answer != CODE_FOR_SHOWN_KEY {
+        return answer;
+    }
+    match shown_key(shown) {
+        Some(key) => code_at(&key, key.step_of(now())),
+        None => "no key was shown".into(),
+    }
+}
+
+/// The key the module showed while enrolling at login (default SHA1, 6 digits, 30 s).
+pub fn shown_key(shown: &[Message]) -> Option<TotpKey> {
+    let base32 = shown.iter().find_map(|m| match m {
+        Message::Info(text) => text.strip_prefix(SHOWN_KEY_LINE),
+        _ => None,
+    })?;
+    Some(TotpKey {
+        secret: Secret::from_base32(&base32.replace(' ', "")).ok()?,
+        algorithm: Algorithm::Sha1,
+        digits: Digits::SIX,
+        period: 30,
+    })
 }
 
 /// # Safety
