@@ -11,6 +11,7 @@ pub mod enroll;
 pub mod import;
 pub mod log;
 pub mod pam;
+pub mod pamconf;
 pub mod qr;
 pub mod record;
 pub mod state;

@@ -561,7 +561,7 @@ fn google_authenticator_file_with_a_bad_line_names_it() {
 fn check_passes_on_a_sound_setup_when_records_belong_to_root() {
     let sandbox = Sandbox::new("");
     sandbox.enroll(SECRET);
-    let run = sandbox.twofold(&["check"]);
+    let run = sandbox.check();
     if is_root() {
         run.assert_success();
         assert!(
@@ -585,10 +585,53 @@ fn check_passes_on_a_sound_setup_when_records_belong_to_root() {
 }
 
 #[test]
+fn check_reviews_the_pam_stacks_that_use_the_module() {
+    let sandbox = Sandbox::new("");
+    let config = fs::read_to_string(&sandbox.config).unwrap();
+    fs::write(&sandbox.config, format!("enroll_on_login = true\n{config}")).unwrap();
+    let run = sandbox.check();
+    assert!(
+        run.stdout.contains("enroll_on_login: on") && run.stdout.contains("no service uses"),
+        "{}",
+        run.stdout
+    );
+    let pam_dir = sandbox.dir.join("pam.d");
+    fs::write(
+        pam_dir.join("sshd"),
+        "@include common-auth\nauth required pam_twofold.so\n",
+    )
+    .unwrap();
+    fs::write(
+        pam_dir.join("sudo"),
+        "auth required pam_unix.so\nauth required pam_twofold.so nulok\n",
+    )
+    .unwrap();
+    let run = sandbox.check();
+    run.assert_failure_line("problem");
+    let sshd = format!(
+        "{}:2: ok (auth required pam_twofold.so)",
+        pam_dir.join("sshd").display()
+    );
+    assert!(run.stdout.contains(&sshd), "{}", run.stdout);
+    let sudo = pam_dir.join("sudo");
+    for finding in ["unknown option `nulok`", "anyone who knows a user name"] {
+        let line = run
+            .stdout
+            .lines()
+            .find(|l| l.contains(finding))
+            .unwrap_or_else(|| panic!("no `{finding}` in {}", run.stdout));
+        assert!(
+            line.starts_with(&format!("{}:2: ", sudo.display())),
+            "{line}"
+        );
+    }
+}
+
+#[test]
 fn check_reports_a_records_directory_others_can_write() {
     let sandbox = Sandbox::new("");
     fs::set_permissions(&sandbox.rec, fs::Permissions::from_mode(0o777)).unwrap();
-    let run = sandbox.twofold(&["check"]);
+    let run = sandbox.check();
     run.assert_failure_line("problem");
     assert!(
         run.stdout
@@ -602,7 +645,7 @@ fn check_reports_a_records_directory_others_can_write() {
 fn check_names_a_malformed_record() {
     let sandbox = Sandbox::new("");
     sandbox.write_private("rec/bogus.toml", "version = 1\n", 0o600);
-    let run = sandbox.twofold(&["check"]);
+    let run = sandbox.check();
     run.assert_failure_line("problem");
     let expected = format!(
         "{}: malformed record",
@@ -615,7 +658,7 @@ fn check_names_a_malformed_record() {
 #[test]
 fn check_names_file_and_line_of_a_bad_config_value() {
     let sandbox = Sandbox::new("[totp]\nwindow = 1\ndigits = 9\n");
-    let line = sandbox.twofold(&["check"]).assert_failure_line("6 to 8");
+    let line = sandbox.check().assert_failure_line("6 to 8");
     // Lines 1 to 4 are the issuer, the records template and [backup_codes]; 5 opens [totp].
     assert!(
         line.contains(&format!("{}:7:", sandbox.config.display())),
@@ -623,7 +666,7 @@ fn check_names_file_and_line_of_a_bad_config_value() {
     );
 
     let sandbox = Sandbox::new("[totp]\nwindw = 1\n");
-    let line = sandbox.twofold(&["check"]).assert_failure_line("windw");
+    let line = sandbox.check().assert_failure_line("windw");
     assert!(
         line.contains(&format!("{}:6:", sandbox.config.display())),
         "{line}"
@@ -634,7 +677,7 @@ fn check_names_file_and_line_of_a_bad_config_value() {
 fn config_writable_by_others_is_refused() {
     let sandbox = Sandbox::new("");
     fs::set_permissions(&sandbox.config, fs::Permissions::from_mode(0o666)).unwrap();
-    let line = sandbox.twofold(&["check"]).assert_failure_line("unsafe");
+    let line = sandbox.check().assert_failure_line("unsafe");
     assert!(line.contains(sandbox.config.to_str().unwrap()), "{line}");
     sandbox
         .twofold(&["enroll", "--secret", SECRET, "--code", &code_now(SECRET)])
@@ -854,6 +897,13 @@ impl Sandbox {
             .collect();
         names.sort();
         names
+    }
+
+    /// `twofold check`, reading PAM service files from the sandbox's own `pam.d`.
+    fn check(&self) -> Run {
+        let pam_dir = self.dir.join("pam.d");
+        fs::create_dir_all(&pam_dir).unwrap();
+        self.twofold(&["check", "--pam-dir", pam_dir.to_str().unwrap()])
     }
 
     fn write_private(&self, name: &str, text: &str, mode: u32) -> PathBuf {

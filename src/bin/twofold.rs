@@ -17,6 +17,7 @@ use pam_twofold::config::{Config, RecordsLocation, DEFAULT_CONFIG_PATH};
 use pam_twofold::enroll::{self, EnrollError, Pending};
 use pam_twofold::import::GoogleAuthenticator;
 use pam_twofold::log::{self, Level};
+use pam_twofold::pamconf;
 use pam_twofold::qr::{self, QrStyle};
 use pam_twofold::record::Record;
 use pam_twofold::state::State;
@@ -90,8 +91,12 @@ enum Command {
         #[command(subcommand)]
         source: ImportSource,
     },
-    /// Validate the config and the records directory.
-    Check,
+    /// Validate the config, the records directory, and the PAM stacks that use the module.
+    Check {
+        /// Where the PAM service files are.
+        #[arg(long, value_name = "DIR", default_value = "/etc/pam.d")]
+        pam_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -221,7 +226,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let user = target_user(user.as_deref())?;
             import_google_authenticator(&config, &store, &user, &file, force)
         }
-        Command::Check => check(&cli.config, &config),
+        Command::Check { pam_dir } => check(&cli.config, &config, &pam_dir),
     }
 }
 
@@ -416,7 +421,7 @@ fn already_spent(existing: Option<&(Record, State)>, key: &TotpKey, code: &str) 
         .is_some_and(|i| state.is_code_spent(record.backup_codes.binding(), i))
 }
 
-fn check(path: &Path, config: &Config) -> Result<(), Failure> {
+fn check(path: &Path, config: &Config, pam_dir: &Path) -> Result<(), Failure> {
     if path.exists() {
         println!("{}: ok", path.display());
     } else {
@@ -438,7 +443,15 @@ fn check(path: &Path, config: &Config) -> Result<(), Failure> {
             "off"
         }
     );
-    let mut problems = 0;
+    println!(
+        "enroll_on_login: {}",
+        if config.enroll_on_login {
+            "on (unenrolled users enroll at their next login)"
+        } else {
+            "off"
+        }
+    );
+    let mut problems = check_pam_stacks(pam_dir, config.enroll_on_login);
     if config.records.location() == RecordsLocation::Central {
         let sample = config.records.path_for("user", None).unwrap_or_default();
         let dir = sample.parent().unwrap_or(Path::new("/"));
@@ -476,6 +489,45 @@ fn check(path: &Path, config: &Config) -> Result<(), Failure> {
 }
 
 /// Loads every record in a central directory, returning how many have defects.
+/// Reports every service file in `dir` that loads the module, and what is risky about it.
+fn check_pam_stacks(dir: &Path, enroll_on_login: bool) -> usize {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+        Err(e) => {
+            println!("{}: cannot list: {e}", dir.display());
+            return 1;
+        }
+    };
+    files.sort();
+    let (mut services, mut problems) = (0, 0);
+    for file in files {
+        // Service files are small; anything unreadable or not text is simply not ours.
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        for found in pamconf::twofold_lines(&text, enroll_on_login) {
+            services += 1;
+            let place = format!("{}:{}", file.display(), found.line);
+            let line = format!(
+                "auth {} pam_twofold.so {}",
+                found.control,
+                found.args.join(" ")
+            );
+            if found.problems.is_empty() {
+                println!("{place}: ok ({})", line.trim_end());
+            }
+            for problem in &found.problems {
+                problems += 1;
+                println!("{place}: {problem}");
+            }
+        }
+    }
+    if services == 0 {
+        println!("{}: no service uses pam_twofold.so yet", dir.display());
+    }
+    problems
+}
+
 fn check_records(config: &Config, dir: &Path) -> usize {
     let template = config.records.as_str();
     let Some(name_pattern) = template.rsplit('/').next().filter(|n| n.contains("{user}")) else {
