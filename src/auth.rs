@@ -927,7 +927,9 @@ mod tests {
             Ok(Zeroizing::new(typed))
         }
         fn ask_visible(&mut self, prompt: &str) -> Result<Zeroizing<String>, PromptError> {
-            self.ask_hidden(prompt)
+            // Only "Press Enter once you have stored them" is asked with echo on.
+            self.prompts.push(prompt.into());
+            Ok(Zeroizing::new(String::new()))
         }
         fn info(&mut self, text: &str) {
             self.shown.push(text.into());
@@ -972,7 +974,7 @@ mod tests {
         let config = enrolling_config();
         let (outcome, shown, prompts) = enroll_with(&store, &config, false, &[Typing::Right]);
         assert!(matches!(outcome, Outcome::Enrolled), "{outcome:?}");
-        assert_eq!(prompts, [enroll::CONFIRM_PROMPT]);
+        assert_eq!(prompts, [enroll::CONFIRM_PROMPT, enroll::STORED_PROMPT]);
         assert_eq!(shown[0], enroll::LOGIN_INTRO);
         assert!(
             shown[1].contains('█') && !shown[1].ends_with('\n'),
@@ -1044,7 +1046,7 @@ mod tests {
         let plan = [Typing::Wrong, Typing::Wrong, Typing::Right];
         let (outcome, _, prompts) = enroll_with(&store, &config, false, &plan);
         assert!(matches!(outcome, Outcome::Enrolled), "{outcome:?}");
-        assert_eq!(prompts.len(), 3);
+        assert_eq!(prompts.len(), 4);
         assert!(store.users.borrow().contains_key("alice"));
     }
 

@@ -24,6 +24,8 @@ pub const KEY_LINE: &str = "Or type this key into the app: ";
 pub const CONFIRM_PROMPT: &str = "Code from the app to confirm: ";
 /// The prompt when the admin allows unenrolled users (nullok): an empty answer skips.
 pub const CONFIRM_PROMPT_SKIPPABLE: &str = "Code from the app to confirm (Enter to skip): ";
+/// Holds the backup codes on screen until the user has stored them.
+pub const STORED_PROMPT: &str = "Press Enter once you have stored them: ";
 /// How many confirming codes one login may try.
 pub const CONFIRM_TRIES: u32 = 3;
 
@@ -185,6 +187,13 @@ pub fn at_login<S: Store>(
         match pending.confirm(store, user, config, &answer, clock.now(), false) {
             Ok(()) => {
                 prompter.info(&codes_message(&pending.codes.plain));
+                // A prompt, so that the codes stay on screen until the user has them, and so
+                // that sshd sends them inside its keyboard-interactive exchange (it would turn a
+                // last message into a login banner, which many clients never show). The
+                // enrollment is saved already: a hang-up here does not undo it.
+                if !pending.codes.plain.is_empty() {
+                    let _ = prompter.ask_visible(STORED_PROMPT);
+                }
                 return Outcome::Enrolled;
             }
             Err(EnrollError::AlreadyEnrolled) => {

@@ -6,6 +6,8 @@
 //! acts on the invoking user. Codes come from `oathtool` where it is installed (an independent
 //! oracle) and from the library otherwise; the printed QR code is decoded with `zbarimg`.
 
+mod qr;
+
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -727,7 +729,7 @@ fn utf8_qr_code_fits_80_columns_and_decodes_to_the_uri() {
     let drawing = qr_lines(&run.stdout);
     assert_fits_80_columns(&drawing);
     // In this style the ink is the light modules: it reads right as light text on a dark terminal.
-    let modules = parse_half_blocks(&drawing, false);
+    let modules = qr::parse_half_blocks(&drawing, false);
     assert_eq!(
         modules,
         pam_twofold::qr::modules(&uri).unwrap(),
@@ -759,7 +761,7 @@ fn ansi_qr_code_fits_80_columns_and_decodes_to_the_uri() {
         "unexpected escapes: {drawing:?}"
     );
     assert_fits_80_columns(&drawing);
-    let modules = parse_half_blocks(&drawing, true);
+    let modules = qr::parse_half_blocks(&drawing, true);
     assert_decodes_to(&modules, &uri, &sandbox.dir.join("qr-ansi.pgm"));
 }
 
@@ -1126,53 +1128,10 @@ fn assert_fits_80_columns(drawing: &[String]) {
     }
 }
 
-/// Turns half-block text back into a square module matrix (`true` for dark). With
-/// `ink_is_dark`, a drawn half is a dark module; otherwise a drawn half is a light one.
-fn parse_half_blocks(drawing: &[String], ink_is_dark: bool) -> Vec<Vec<bool>> {
-    let size = drawing[0].chars().count();
-    assert!(
-        drawing.iter().all(|l| l.chars().count() == size),
-        "ragged drawing: {drawing:?}"
-    );
-    let mut rows = Vec::new();
-    for line in drawing {
-        let mut top = Vec::new();
-        let mut bottom = Vec::new();
-        for c in line.chars() {
-            let (top_ink, bottom_ink) = match c {
-                '█' => (true, true),
-                '▀' => (true, false),
-                '▄' => (false, true),
-                ' ' => (false, false),
-                other => panic!("unexpected character {other:?} in the QR drawing"),
-            };
-            top.push(top_ink == ink_is_dark);
-            bottom.push(bottom_ink == ink_is_dark);
-        }
-        rows.push(top);
-        rows.push(bottom);
-    }
-    // An odd size leaves a half row of padding at the bottom.
-    assert!(
-        rows.len() == size || rows.len() == size + 1,
-        "{} rows for width {size}",
-        rows.len()
-    );
-    rows.truncate(size);
-    rows
-}
-
-/// Draws `modules` as a grey-map image, surrounded by dark terminal background beyond the code's
-/// own quiet zone, and asserts that `zbarimg` reads exactly `uri` from it. Skips (with a reason)
-/// when zbarimg is missing, except under CI=true.
+/// Asserts that `zbarimg` reads exactly `uri` from `modules`, drawn as an image at `image`. Skips
+/// (with a reason) when zbarimg is missing, except under CI=true.
 fn assert_decodes_to(modules: &[Vec<bool>], uri: &str, image: &Path) {
-    let available = Command::new("zbarimg")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !available {
+    if !qr::zbarimg_available() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "zbarimg is missing (Debian package zbar-tools); CI must decode the QR code"
@@ -1180,33 +1139,6 @@ fn assert_decodes_to(modules: &[Vec<bool>], uri: &str, image: &Path) {
         eprintln!("SKIPPED the QR decode: zbarimg is not installed (apt-get install zbar-tools)");
         return;
     }
-    const SCALE: usize = 6;
-    const BACKGROUND: usize = 8;
-    let side = (modules.len() + 2 * BACKGROUND) * SCALE;
-    let mut pixels = vec![0u8; side * side];
-    for (y, row) in modules.iter().enumerate() {
-        for (x, &dark) in row.iter().enumerate() {
-            let value = if dark { 0 } else { 255 };
-            for dy in 0..SCALE {
-                let at = ((BACKGROUND + y) * SCALE + dy) * side + (BACKGROUND + x) * SCALE;
-                pixels[at..at + SCALE].fill(value);
-            }
-        }
-    }
-    let mut bytes = format!("P5\n{side} {side}\n255\n").into_bytes();
-    bytes.extend_from_slice(&pixels);
-    fs::write(image, bytes).unwrap();
-    let output = Command::new("zbarimg")
-        .args(["--raw", "-q"])
-        .arg(image)
-        .output()
-        .unwrap();
-    let decoded = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "zbarimg found no code in {}: {}",
-        image.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(decoded.strip_suffix('\n').unwrap_or(&decoded), uri);
+    let decoded = qr::decode(modules, image).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(decoded, uri);
 }

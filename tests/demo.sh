@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The demo: a protected login through real Linux-PAM, start to finish, as root on Debian.
 #
-# It builds twofold, creates a demo user with a password, enrolls them (QR code in the terminal;
-# oathtool plays the phone), and logs in with pamtester through a PAM service that stacks
-# pam_unix (password) and pam_twofold (code). Then it shows that a replayed code, a wrong code and
-# a spent backup code are refused. Everything it creates is removed at the end.
+# It builds twofold, creates a demo user with a password and a PAM service that stacks pam_unix
+# (password) and pam_twofold (code) with enroll_on_login. The user's first login through pamtester
+# enrolls them: QR code, one confirming code (oathtool plays the phone, reading the key off the
+# screen), backup codes. Then it logs in with a code, and shows that a replayed code, a wrong code
+# and a spent backup code are refused. Everything it creates is removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,13 +44,14 @@ echo "$user:$password" | chpasswd
 install -d -m 0700 "$work/records"
 cat >"$work/config.toml" <<CONF
 issuer = "twofold-demo"
+enroll_on_login = true
 records = "$work/records/{user}.toml"
 [backup_codes]
 count = 5
 CONF
 chmod 0600 "$work/config.toml"
 cat >"/etc/pam.d/$service" <<PAM
-auth required pam_unix.so
+auth requisite pam_unix.so
 auth required $root/target/release/libpam_twofold.so config=$work/config.toml
 account required pam_permit.so
 PAM
@@ -61,13 +63,37 @@ login() { # password, code
   return "${PIPESTATUS[1]}"
 }
 
-# The secret a phone would scan; oathtool stands in for the phone.
-secret=$(head -c 20 /dev/urandom | base32 | tr -d '=')
 echo
-echo "== 1. $user enrolls: scan the QR code, type one code"
-twofold enroll --user "$user" --secret "$secret" --code "$(code_now)" \
-  --backup-codes-file "$work/codes.txt"
-backup=$(head -n1 "$work/codes.txt")
+echo "== 1. First login: password, then scan the QR code and type one code to turn 2FA on"
+# pamtester talks to a coprocess that types the password, watches the screen for the key (the
+# phone would scan the QR code instead) and types the code oathtool computes from it. stdbuf
+# makes pamtester write each line as it comes, as it would to a terminal.
+coproc PAMTESTER { stdbuf -oL pamtester -v "$service" "$user" authenticate 2>&1; }
+# Bash forgets a coprocess's fds and pid once it exits: keep copies to read its last lines.
+pamtester_pid=$PAMTESTER_PID
+exec {screen}<&"${PAMTESTER[0]}" {keyboard}>&"${PAMTESTER[1]}"
+printf '%s\n' "$password" >&"$keyboard"
+secret="" backup=""
+while IFS= read -r line <&"$screen"; do
+  printf '    %s\n' "${line//Password: /Password: (typed)$'\n'    }"
+  case $line in
+    *"Or type this key into the app: "*)
+      secret=${line#*Or type this key into the app: }
+      secret=${secret// /}
+      code=$(code_now)
+      echo "    (the phone shows $code; the user types it)"
+      printf '%s\n' "$code" >&"$keyboard" ;;
+    "  "[a-z0-9][a-z0-9][a-z0-9][a-z0-9][a-z0-9]-*)
+      [ -n "$backup" ] || backup=$(echo "$line" | awk '{print $1}') ;;
+    "Store them somewhere safe now"*)
+      echo "    (the user stores the codes and presses Enter)"
+      printf '\n' >&"$keyboard" ;;
+  esac
+done
+exec {screen}<&- {keyboard}>&-
+wait "$pamtester_pid" || { echo "demo: the enrolling login failed" >&2; exit 1; }
+[ -n "$secret" ] && [ -n "$backup" ] || { echo "demo: no key or backup codes were shown" >&2; exit 1; }
+echo "   -> enrolled and logged in (the same service, with no admin step)"
 
 echo
 echo "== 2. Log in: password, then the app's code"

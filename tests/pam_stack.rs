@@ -718,18 +718,22 @@ fn me() -> String {
 fn enroll_on_login_shows_qr_and_key_confirms_one_code_then_shows_backup_codes() {
     let host = Host::new("enroll_on_login = true\n[backup_codes]\ncount = 4\n");
     let user = me();
-    let login = host.login(&user, &[CODE_FOR_SHOWN_KEY]);
+    let login = host.login(&user, &[CODE_FOR_SHOWN_KEY, ""]);
     login.assert_rc(PAM_SUCCESS);
     assert_eq!(login.fail_delay, None);
     let [Message::Info(intro), Message::Info(qr), Message::Info(key_line), Message::Prompt {
         echo: false,
         text: prompt,
-    }, Message::Info(done)] = &login.messages[..]
+    }, Message::Info(done), Message::Prompt {
+        echo: true,
+        text: stored,
+    }] = &login.messages[..]
     else {
         panic!("unexpected transcript: {login:#?}");
     };
     assert_eq!(intro, ENROLL_INTRO);
     assert_eq!(prompt, CONFIRM_PROMPT);
+    assert_eq!(stored, "Press Enter once you have stored them: ");
     assert!(key_line.starts_with(SHOWN_KEY_LINE));
     // Half blocks, at most 80 columns, no trailing newline (the application adds its own).
     assert!(qr.contains('█') && qr.lines().count() > 10, "{qr}");
@@ -786,9 +790,11 @@ fn three_wrong_confirming_codes_fail_the_login_and_write_nothing() {
     assert!(login.fail_delay.is_some());
     assert!(!host.record_path(&user).exists());
     assert!(!host.state_path(&user).exists());
-    // A wrong code, then the right one, is fine.
+    // A wrong code, then the right one, is fine; hanging up while the backup codes are on screen
+    // does not undo the saved enrollment.
     let login = host.login(&user, &["000000", CODE_FOR_SHOWN_KEY]);
     login.assert_rc(PAM_SUCCESS);
+    assert_eq!(login.prompts().len(), 3, "{login:#?}");
     assert!(host.record_path(&user).exists());
 }
 

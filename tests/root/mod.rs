@@ -391,7 +391,7 @@ pub fn module_path() -> PathBuf {
 const MODULE: &str = "libpam_twofold.so";
 
 /// Wraps a command in coreutils `timeout`, so a hung conversation cannot hang the test run.
-fn timed(command: &mut Command) -> Command {
+pub fn timed(command: &mut Command) -> Command {
     let mut wrapped = Command::new("timeout");
     wrapped
         .args(["--kill-after=5", &RUN_TIMEOUT_SECS.to_string()])

@@ -1,0 +1,323 @@
+#!/usr/bin/env bash
+# The packaging check, run as root by tests/run.sh after cargo test. It builds the Debian package
+# and lints it; installs it and drives the installed module through real PAM (a real user,
+# pamtester, the example stacks in conf/pam.d, the pam-auth-update profile); purges it and checks
+# that only the user's records remain; then builds the RPM and checks its contents.
+#
+# Every problem fails the run with a message, and nothing is skipped. The EXIT trap puts the
+# machine back as it was, whatever happens: user, service files, common-* and /var/lib/pam,
+# the package, and the records directory if this run created it.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+started=$SECONDS
+
+fail() {
+  echo "packaging/check.sh: FAIL: $*" >&2
+  exit 1
+}
+step() { printf '\n== packaging/check.sh: %s\n' "$*"; }
+
+[ "$(id -u)" = 0 ] || fail "run as root: it installs the package, creates a user and edits /etc/pam.d"
+for tool in dpkg-buildpackage dh lintian rpmbuild rpm pam-auth-update pamtester oathtool \
+  useradd userdel chpasswd cargo git; do
+  command -v "$tool" >/dev/null || fail "$tool is missing (tests/run.sh installs what this needs)"
+done
+
+export DEBIAN_FRONTEND=noninteractive
+# A target dir of its own, so that this never waits on or disturbs the test builds; the deb and
+# rpm builds share its compiled dependencies.
+export CARGO_TARGET_DIR=$root/target/pkg-build
+multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH)
+module=/usr/lib/$multiarch/security/pam_twofold.so
+records=/var/lib/twofold
+user=twofold-pkgcheck
+marker="twofold packaging check"
+svc_login=twofold-check-login
+svc_su=twofold-check-su
+svc_common=twofold-check-common
+# Every regular file the .deb must install, and nothing else.
+deb_files=(
+  /etc/twofold/config.toml
+  /usr/bin/twofold
+  "$module"
+  /usr/share/doc/twofold/changelog.Debian.gz
+  /usr/share/doc/twofold/copyright
+  /usr/share/lintian/overrides/twofold
+  /usr/share/man/man1/twofold.1.gz
+  /usr/share/man/man5/twofold.toml.5.gz
+  /usr/share/man/man8/pam_twofold.8.gz
+  /usr/share/pam-configs/twofold
+)
+
+installed() { dpkg-query -W -f='${Status}' twofold 2>/dev/null | grep -Eq 'installed|config-files'; }
+
+# The check installs and then purges the package: refuse to run over a twofold that is already
+# there, from a package or from a source install, rather than destroy it.
+installed && fail "the twofold package is installed; this check would purge it (dpkg --purge twofold first)"
+for path in /usr/bin/twofold "$module" /etc/twofold /usr/share/pam-configs/twofold; do
+  [ ! -e "$path" ] || fail "$path exists (a source install?); this check would overwrite and remove it"
+done
+if id "$user" >/dev/null 2>&1; then
+  # Only a user an interrupted run left behind may go; anyone else's account stays.
+  [ "$(getent passwd "$user" | cut -d: -f5)" = "$marker" ] ||
+    fail "user $user exists and was not made by this check"
+  userdel "$user"
+fi
+records_existed=false
+[ -d "$records" ] && records_existed=true
+
+work=$(mktemp -d /tmp/twofold-check.XXXXXX)
+mkdir "$work/pam.d" "$work/lib-pam" "$work/review"
+cp -a /etc/pam.d/common-* "$work/pam.d/"
+cp -a /var/lib/pam/. "$work/lib-pam/"
+
+cleanup() {
+  local status=$?
+  set +e
+  rm -f "/etc/pam.d/$svc_login" "/etc/pam.d/$svc_su" "/etc/pam.d/$svc_common"
+  if installed; then
+    dpkg --purge twofold >"$work/cleanup-purge.log" 2>&1 ||
+      { cat "$work/cleanup-purge.log" >&2; echo "packaging/check.sh: cleanup: dpkg --purge twofold failed" >&2; }
+  fi
+  # pam-auth-update's own files and its output, as they were before.
+  local saved
+  for saved in "$work"/pam.d/* "$work"/lib-pam/*; do
+    local live
+    case $saved in
+      "$work"/pam.d/*) live=/etc/pam.d/${saved##*/} ;;
+      *) live=/var/lib/pam/${saved##*/} ;;
+    esac
+    cmp -s "$saved" "$live" || { cp -a "$saved" "$live" && echo "packaging/check.sh: cleanup: restored $live" >&2; }
+  done
+  if [ "$(getent passwd "$user" | cut -d: -f5)" = "$marker" ]; then userdel "$user"; fi
+  if [ "$records_existed" = true ]; then
+    rm -f "$records/$user.toml" "$records/$user.state"
+  else
+    rm -rf "$records"
+  fi
+  rm -rf "$work"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Runs a command with its output in $work/NAME.log; on failure shows the end of it and fails.
+logged() {
+  local name=$1
+  shift
+  if ! "$@" >"$work/$name.log" 2>&1; then
+    tail -n 40 "$work/$name.log" >&2
+    fail "$* failed (end of its output above)"
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+step "building the Debian package (release build)"
+logged build-deb bash packaging/build-deb.sh
+deb=$(tail -n 1 "$work/build-deb.log")
+[ -f "$deb" ] || fail "build-deb.sh did not name a .deb (last line: $deb)"
+echo "$deb"
+
+step "lintian"
+# --fail-on none: the verdict is ours, so that it comes with the count and the tags.
+lintian --fail-on none -I "${deb%.deb}.changes" >"$work/lintian.log" 2>/dev/null ||
+  fail "lintian itself failed"
+cat "$work/lintian.log"
+errors=$(grep -c '^E: ' "$work/lintian.log" || true)
+warnings=$(grep -c '^W: ' "$work/lintian.log" || true)
+echo "lintian: $errors error(s), $warnings warning(s)"
+[ "$errors" -eq 0 ] || fail "lintian reports $errors error(s)"
+
+step "installing"
+logged install dpkg -i "$deb"
+dpkg -L twofold | while IFS= read -r path; do [ -d "$path" ] || echo "$path"; done | sort >"$work/files"
+printf '%s\n' "${deb_files[@]}" | sort >"$work/files.expected"
+diff -u "$work/files.expected" "$work/files" || fail "the package's file list is not the expected one (diff above)"
+for path in "${deb_files[@]}"; do [ -f "$path" ] || fail "$path is not installed"; done
+mode_owner() { stat -c '%a %U:%G' "$1"; }
+[ "$(mode_owner "$records")" = "700 root:root" ] || fail "$records is $(mode_owner "$records"), expected 700 root:root"
+[ "$(mode_owner /etc/twofold/config.toml)" = "644 root:root" ] ||
+  fail "/etc/twofold/config.toml is $(mode_owner /etc/twofold/config.toml), expected 644 root:root"
+[ "$(mode_owner /usr/bin/twofold)" = "755 root:root" ] || fail "/usr/bin/twofold is $(mode_owner /usr/bin/twofold)"
+[ "$(mode_owner "$module")" = "644 root:root" ] || fail "$module is $(mode_owner "$module")"
+cmp -s conf/config.toml /etc/twofold/config.toml || fail "/etc/twofold/config.toml differs from conf/config.toml"
+dpkg-query -W -f='${Conffiles}\n' twofold | grep -q '^ /etc/twofold/config.toml ' ||
+  fail "/etc/twofold/config.toml is not a conffile"
+grep -qx 'Default: no' /usr/share/pam-configs/twofold || fail "the pam-auth-update profile is not Default: no"
+# Registering the profile must not switch it on.
+for saved in "$work"/pam.d/*; do
+  cmp -s "$saved" "/etc/pam.d/${saved##*/}" || fail "installing changed /etc/pam.d/${saved##*/}"
+done
+# twofold check reviews the service files in --pam-dir: only copies of the ones under test, so
+# that other services on this machine cannot decide the outcome.
+logged check-installed /usr/bin/twofold check --pam-dir "$work/review"
+echo "twofold check: ok"
+
+# ---------------------------------------------------------------------------------------------
+step "a real user logs in through the installed module"
+password="pw-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+useradd -M -s /usr/sbin/nologin -c "$marker" "$user"
+printf '%s:%s\n' "$user" "$password" | chpasswd
+secret=$(head -c 20 /dev/urandom | base32 | tr -d '=')
+
+# Each TOTP step is accepted once, and the enrollment spends its code, so every use takes a step
+# never used before: the current one, or the one after the last used (inside the +-1 window).
+last_step=0
+fresh_code() {
+  local now=$(($(date +%s) / 30))
+  last_step=$((last_step + 1 > now ? last_step + 1 : now))
+  code=$(oathtool --totp -b "$secret" -N "@$((last_step * 30))")
+}
+# pamtester reads the password, then the code, from stdin.
+login() { # service, password, code
+  printf '%s\n%s\n' "$2" "$3" | pamtester -v "$1" "$user" authenticate >"$work/pamtester.log" 2>&1
+}
+must_log_in() { # what, service, password, code
+  local what=$1
+  shift
+  login "$@" || { cat "$work/pamtester.log" >&2; fail "$1: $what was refused"; }
+  echo "$1: $what: logged in"
+}
+must_be_refused() { # what, service, password, code
+  local what=$1
+  shift
+  if login "$@"; then
+    cat "$work/pamtester.log" >&2
+    fail "$1: $what was accepted"
+  fi
+  # PAM_AUTH_ERR, not a module that failed to load or run.
+  grep -q 'Authentication failure' "$work/pamtester.log" ||
+    { cat "$work/pamtester.log" >&2; fail "$1: $what failed, but not as an authentication failure"; }
+  echo "$1: $what: refused"
+}
+
+fresh_code
+printf '%s\n' "$secret" |
+  logged enroll /usr/bin/twofold enroll --user "$user" --secret - --code "$code" --qr none \
+    --backup-codes-file "$work/backup-codes"
+/usr/bin/twofold status --user "$user" --json | grep -q '"totp":true' ||
+  fail "twofold status does not show $user as enrolled"
+for file in "$records/$user.toml" "$records/$user.state"; do
+  [ "$(mode_owner "$file")" = "600 root:root" ] || fail "$file is $(mode_owner "$file"), expected 600 root:root"
+done
+
+# The example stacks, as shipped in conf/pam.d, name the installed module by its bare name.
+install -m 0644 conf/pam.d/login "/etc/pam.d/$svc_login"
+install -m 0644 conf/pam.d/su "/etc/pam.d/$svc_su"
+fresh_code
+must_log_in "the password and a TOTP code" "$svc_login" "$password" "$code"
+must_be_refused "the same code again" "$svc_login" "$password" "$code"
+must_be_refused "a wrong code" "$svc_login" "$password" "$(printf '%06d' $(((10#$code + 1) % 1000000)))"
+# pamtester runs as root, and root's su needs neither password nor code (pam_rootok).
+pamtester "$svc_su" "$user" authenticate </dev/null >"$work/pamtester.log" 2>&1 ||
+  { cat "$work/pamtester.log" >&2; fail "$svc_su: root was asked for more than nothing"; }
+echo "$svc_su: root: logged in without a password or code"
+cp "/etc/pam.d/$svc_login" "/etc/pam.d/$svc_su" "$work/review/"
+logged check-stacks /usr/bin/twofold check --pam-dir "$work/review"
+for svc in "$svc_login" "$svc_su"; do
+  grep -q "/$svc:.*: ok" "$work/check-stacks.log" || fail "twofold check did not find $svc fine"
+done
+rm -f "$work"/review/*
+rm -f "/etc/pam.d/$svc_login" "/etc/pam.d/$svc_su"
+
+# ---------------------------------------------------------------------------------------------
+step "pam-auth-update --enable twofold"
+logged enable pam-auth-update --enable twofold
+grep -n 'pam_twofold' /etc/pam.d/common-auth
+[ "$(grep -c 'pam_twofold' /etc/pam.d/common-auth)" = 1 ] || fail "common-auth has not exactly one pam_twofold line"
+# pam-auth-update writes the profile's line with a trailing space, as it does pam_cap's.
+grep -qxP 'auth\trequired\tpam_twofold\.so\s*' /etc/pam.d/common-auth ||
+  fail "common-auth's pam_twofold line is not 'auth<TAB>required<TAB>pam_twofold.so'"
+# After the fallback (requisite pam_deny) and the primer (pam_permit): in the Additional block.
+permit=$(grep -n 'pam_permit\.so' /etc/pam.d/common-auth | head -n1 | cut -d: -f1)
+twofold=$(grep -n 'pam_twofold\.so' /etc/pam.d/common-auth | cut -d: -f1)
+[ -n "$permit" ] && [ "$twofold" -gt "$permit" ] || fail "pam_twofold is not after pam_permit in common-auth"
+
+printf '@include common-auth\naccount required pam_permit.so\n' >"/etc/pam.d/$svc_common"
+must_log_in "the password and a backup code" "$svc_common" "$password" "$(head -n 1 "$work/backup-codes")"
+must_be_refused "a wrong code" "$svc_common" "$password" 000000
+# A wrong password must end the stack at pam_deny, before twofold prompts: the only answer given
+# is the password, so a prompt for the code would fail the conversation instead.
+if printf 'wrong-%s\n' "$password" | pamtester -v "$svc_common" "$user" authenticate >"$work/pamtester.log" 2>&1; then
+  fail "$svc_common: a wrong password was accepted"
+fi
+grep -q 'Verification code' "$work/pamtester.log" && fail "$svc_common: twofold asked for a code after a wrong password"
+grep -q 'Authentication failure' "$work/pamtester.log" ||
+  { cat "$work/pamtester.log" >&2; fail "$svc_common: a wrong password did not fail as an authentication failure"; }
+echo "$svc_common: wrong password: refused before the code prompt"
+cp /etc/pam.d/common-auth "$work/review/"
+logged check-common /usr/bin/twofold check --pam-dir "$work/review"
+grep -q '/common-auth:.*: ok' "$work/check-common.log" || fail "twofold check did not find common-auth fine"
+rm -f "$work"/review/*
+rm -f "/etc/pam.d/$svc_common"
+
+step "pam-auth-update --disable twofold"
+logged disable pam-auth-update --disable twofold
+cmp "$work/pam.d/common-auth" /etc/pam.d/common-auth || fail "common-auth is not byte for byte what it was"
+echo "common-auth: restored byte for byte"
+
+step "removal stops while a hand-edited common-auth still needs the module"
+# pam-auth-update leaves a locally modified common-auth alone (and exits 0); the prerm must then
+# refuse to let dpkg delete the module that file still names, or every login would fail.
+logged enable-again pam-auth-update --enable twofold
+cp -a /etc/pam.d/common-auth "$work/common-auth.enabled"
+sed -i 's/^auth\trequired\tpam_twofold\.so.*$/&\nauth\toptional\tpam_permit.so/' /etc/pam.d/common-auth
+if dpkg --remove twofold >"$work/remove.log" 2>&1; then
+  cat "$work/remove.log" >&2
+  fail "dpkg --remove deleted the module that a hand-edited common-auth still uses"
+fi
+grep -q 'still use pam_twofold.so' "$work/remove.log" || { cat "$work/remove.log" >&2; fail "the refusal does not say why"; }
+[ -f "$module" ] || fail "$module is gone although common-auth still uses it"
+echo "dpkg --remove: refused, the module stays"
+cp -a "$work/common-auth.enabled" /etc/pam.d/common-auth
+logged disable-again pam-auth-update --disable twofold
+cmp "$work/pam.d/common-auth" /etc/pam.d/common-auth || fail "common-auth is not byte for byte what it was"
+
+# ---------------------------------------------------------------------------------------------
+step "dpkg --purge twofold"
+(cd "$records" && sha256sum "$user.toml" "$user.state") >"$work/records.sha256"
+logged purge dpkg --purge twofold
+installed && fail "dpkg still lists twofold after the purge"
+for path in "${deb_files[@]}" /etc/twofold /usr/share/doc/twofold; do
+  [ ! -e "$path" ] || fail "$path is left after the purge"
+done
+(cd "$records" && sha256sum --quiet -c "$work/records.sha256") || fail "the purge changed $user's records"
+if [ "$records_existed" = false ]; then
+  left=$(cd "$records" && ls -A | sort | tr '\n' ' ')
+  [ "$left" = "$user.state $user.toml " ] || fail "$records holds more than the records after the purge: $left"
+fi
+[ "$(mode_owner "$records")" = "700 root:root" ] || fail "$records is $(mode_owner "$records") after the purge"
+for saved in "$work"/pam.d/* "$work"/lib-pam/*; do
+  case $saved in
+    "$work"/pam.d/*) live=/etc/pam.d/${saved##*/} ;;
+    *) live=/var/lib/pam/${saved##*/} ;;
+  esac
+  cmp -s "$saved" "$live" || fail "$live is not what it was before the install"
+done
+echo "purge: only $records/$user.toml and $user.state are left, unchanged"
+
+# ---------------------------------------------------------------------------------------------
+step "building the RPM (release build)"
+logged build-rpm bash packaging/build-rpm.sh
+rpm_file=$(tail -n 1 "$work/build-rpm.log")
+[ -f "$rpm_file" ] || fail "build-rpm.sh did not name an rpm (last line: $rpm_file)"
+rpm -qlvp "$rpm_file" | tee "$work/rpm-files"
+libdir=$(rpm --eval '%{_libdir}')
+has() { awk '{print $NF}' "$work/rpm-files" | grep -qx "$1" || fail "the rpm lacks $1"; }
+has "$libdir/security/pam_twofold.so"
+has /usr/bin/twofold
+has /etc/twofold/config.toml
+has /var/lib/twofold
+for page in man1/twofold.1 man5/twofold.toml.5 man8/pam_twofold.8; do
+  has "/usr/share/man/$page\(\.gz\)\?"
+done
+grep -q '^drwx------ .* root *root .* /var/lib/twofold$' "$work/rpm-files" ||
+  fail "the rpm's /var/lib/twofold is not 0700 root:root"
+[ "$(rpm -qcp "$rpm_file")" = /etc/twofold/config.toml ] || fail "the rpm's config files are not just /etc/twofold/config.toml"
+# fflags: c = %config, n = noreplace.
+rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$rpm_file" | grep -qx 'cn /etc/twofold/config.toml' ||
+  fail "the rpm's config.toml is not %config(noreplace)"
+
+step "all packaging checks passed in $((SECONDS - started)) s"
