@@ -608,24 +608,40 @@ fn check_reviews_the_pam_stacks_that_use_the_module() {
         "auth required pam_unix.so\nauth required pam_twofold.so nulok\n",
     )
     .unwrap();
+    // A line without config= reads the default config, so name the sandbox's.
+    fs::write(
+        pam_dir.join("su"),
+        format!(
+            "auth requisite pam_rootok.so\nauth required pam_unix.so\n\
+             auth required pam_twofold.so config={}\n",
+            sandbox.config.display()
+        ),
+    )
+    .unwrap();
+    fs::write(
+        pam_dir.join("common-auth"),
+        "auth [success=1 default=ignore] pam_unix.so nullok\nauth requisite pam_deny.so\n\
+         auth required pam_permit.so\n",
+    )
+    .unwrap();
     let run = sandbox.check();
-    run.assert_failure_line("problem");
+    run.assert_failure_line("2 problem(s)");
     let sshd = format!(
         "{}:2: ok (auth required pam_twofold.so)",
         pam_dir.join("sshd").display()
     );
     assert!(run.stdout.contains(&sshd), "{}", run.stdout);
-    let sudo = pam_dir.join("sudo");
-    for finding in ["unknown option `nulok`", "anyone who knows a user name"] {
-        let line = run
+    for (file, line, finding) in [
+        ("sudo", 2, "unknown option `nulok`"),
+        ("su", 3, "anyone who knows a user name"),
+    ] {
+        let reported = run
             .stdout
             .lines()
             .find(|l| l.contains(finding))
             .unwrap_or_else(|| panic!("no `{finding}` in {}", run.stdout));
-        assert!(
-            line.starts_with(&format!("{}:2: ", sudo.display())),
-            "{line}"
-        );
+        let place = format!("{}:{line}: ", pam_dir.join(file).display());
+        assert!(reported.starts_with(&place), "{reported}");
     }
 }
 

@@ -13,11 +13,11 @@ use zeroize::Zeroizing;
 
 use pam_twofold::auth::{Clock, SystemClock};
 use pam_twofold::backup::{self, BackupCodes, Candidate, Cost};
-use pam_twofold::config::{Config, RecordsLocation, DEFAULT_CONFIG_PATH};
+use pam_twofold::config::{Config, ModuleArgs, RecordsLocation, DEFAULT_CONFIG_PATH};
 use pam_twofold::enroll::{self, EnrollError, Pending};
 use pam_twofold::import::GoogleAuthenticator;
 use pam_twofold::log::{self, Level};
-use pam_twofold::pamconf;
+use pam_twofold::pamconf::{self, Severity};
 use pam_twofold::qr::{self, QrStyle};
 use pam_twofold::record::Record;
 use pam_twofold::state::State;
@@ -451,7 +451,7 @@ fn check(path: &Path, config: &Config, pam_dir: &Path) -> Result<(), Failure> {
             "off"
         }
     );
-    let mut problems = check_pam_stacks(pam_dir, config.enroll_on_login);
+    let mut problems = check_pam_stacks(pam_dir, path, config);
     if config.records.location() == RecordsLocation::Central {
         let sample = config.records.path_for("user", None).unwrap_or_default();
         let dir = sample.parent().unwrap_or(Path::new("/"));
@@ -489,8 +489,9 @@ fn check(path: &Path, config: &Config, pam_dir: &Path) -> Result<(), Failure> {
 }
 
 /// Loads every record in a central directory, returning how many have defects.
-/// Reports every service file in `dir` that loads the module, and what is risky about it.
-fn check_pam_stacks(dir: &Path, enroll_on_login: bool) -> usize {
+/// Reports every service file in `dir` that loads the module (directly or through an include),
+/// and what is risky about it.
+fn check_pam_stacks(dir: &Path, main_config: &Path, config: &Config) -> usize {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
         Err(e) => {
@@ -499,30 +500,53 @@ fn check_pam_stacks(dir: &Path, enroll_on_login: bool) -> usize {
         }
     };
     files.sort();
-    let (mut services, mut problems) = (0, 0);
+    // Included names are relative to the PAM directory, as libpam reads them.
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    // Whether a line enrolls at login: its own argument, or the config it names.
+    let enrolls = |args: &ModuleArgs| {
+        args.enroll_on_login
+            || match args.config_path() {
+                path if path == main_config => config.enroll_on_login,
+                // A config that does not load refuses every login; assume the riskier reading.
+                path => Config::load(path).map_or(true, |c| c.enroll_on_login),
+            }
+    };
+    let (mut uses, mut problems) = (0, 0);
     for file in files {
+        let Some(service) = file.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
         // Service files are small; anything unreadable or not text is simply not ours.
         let Ok(text) = std::fs::read_to_string(&file) else {
             continue;
         };
-        for found in pamconf::twofold_lines(&text, enroll_on_login) {
-            services += 1;
-            let place = format!("{}:{}", file.display(), found.line);
+        for found in pamconf::twofold_lines(service, &text, &read, &enrolls) {
+            uses += 1;
+            let place = if found.file == service {
+                format!("{}:{}", file.display(), found.line)
+            } else {
+                format!("{} (via {}:{})", file.display(), found.file, found.line)
+            };
             let line = format!(
                 "auth {} pam_twofold.so {}",
                 found.control,
                 found.args.join(" ")
             );
-            if found.problems.is_empty() {
+            if found.findings.is_empty() {
                 println!("{place}: ok ({})", line.trim_end());
             }
-            for problem in &found.problems {
-                problems += 1;
-                println!("{place}: {problem}");
+            for (severity, finding) in &found.findings {
+                match severity {
+                    Severity::Problem => {
+                        problems += 1;
+                        println!("{place}: {finding}");
+                    }
+                    Severity::Warning => println!("{place}: warning: {finding}"),
+                }
             }
         }
     }
-    if services == 0 {
+    if uses == 0 {
         println!("{}: no service uses pam_twofold.so yet", dir.display());
     }
     problems
