@@ -34,6 +34,13 @@ pub trait Prompter {
     fn info(&mut self, text: &str);
     /// Shows a line about something that went wrong.
     fn error(&mut self, text: &str);
+    /// Whether `answer` is the password this login already gave: some applications (sshd's
+    /// password authentication, screen lockers) answer every hidden prompt with it, so they
+    /// cannot take part in an enrollment.
+    fn repeats_password(&self, answer: &str) -> bool {
+        let _ = answer;
+        false
+    }
 }
 
 /// The conversation failed or was abandoned (the client hung up, sent nothing).
@@ -112,6 +119,8 @@ pub enum Denial {
     EnrollmentNotConfirmed,
     /// Enrolling at login, another session enrolled the user first.
     EnrolledMeanwhile,
+    /// Enrolling at login, the application answered with the password: it cannot enroll.
+    CannotEnrollHere,
     /// A right TOTP code whose step was already used.
     ReplayedCode,
     /// A backup code that was already used.
@@ -441,6 +450,7 @@ impl Denial {
             Denial::UnusableName => "unusable-name",
             Denial::EnrollmentNotConfirmed => "enrollment-not-confirmed",
             Denial::EnrolledMeanwhile => "enrolled-in-another-session",
+            Denial::CannotEnrollHere => "application-answers-with-password",
             Denial::ReplayedCode => "replayed-code",
             Denial::SpentBackupCode => "spent-backup-code",
             Denial::WrongCode => "wrong-code",

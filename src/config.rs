@@ -14,6 +14,11 @@ use serde::Deserialize;
 
 use crate::totp::{Algorithm, Digits};
 
+/// Why enroll_on_login and a home records template do not mix.
+pub const ENROLL_NEEDS_CENTRAL_RECORDS: &str =
+    "enroll_on_login needs records in a central directory: a home that is not mounted yet at \
+     login would look unenrolled, and whoever has the password could enroll a key there";
+
 /// Where the config lives unless `config=PATH` or `--config PATH` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/twofold/config.toml";
 
@@ -164,7 +169,19 @@ impl Config {
             line: e.span().map(|span| line_of(text, span.start)),
             message: one_line(e.message()),
         })?;
-        Ok(raw.into())
+        let config: Config = raw.into();
+        if config.enroll_on_login && config.records.location() == RecordsLocation::Home {
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with("enroll_on_login"))
+                .map(|index| index + 1);
+            return Err(ConfigError::Invalid {
+                path: path.into(),
+                line,
+                message: ENROLL_NEEDS_CENTRAL_RECORDS.into(),
+            });
+        }
+        Ok(config)
     }
 
     /// The issuer label: the configured one, or the host name.
@@ -580,17 +597,30 @@ mod tests {
     fn full_file_is_read() {
         let config = parse(
             "issuer = \"example\"\nrecords = \"~/.twofold.toml\"\nnullok = true\n\
-             enroll_on_login = true\n\
              [totp]\nalgorithm = \"SHA512\"\ndigits = 8\nperiod = 60\nwindow = 2\n\
              [backup_codes]\ncount = 5\n[throttle]\nmax_failures = 3\nwindow_secs = 60\nlock_secs = 120\n",
         )
         .unwrap();
         assert_eq!(config.issuer.as_deref(), Some("example"));
         assert_eq!(config.records.location(), RecordsLocation::Home);
-        assert!(config.nullok && config.enroll_on_login);
+        assert!(config.nullok);
+        assert!(parse("enroll_on_login = true\n").unwrap().enroll_on_login);
         assert_eq!(config.totp.algorithm, Algorithm::Sha512);
         assert_eq!(config.totp.digits.get(), 8);
         assert_eq!(config.throttle.lock_secs, 120);
+    }
+
+    #[test]
+    fn enroll_on_login_with_home_records_is_refused() {
+        let err = parse("records = \"~/.twofold.toml\"\n\nenroll_on_login = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "/etc/twofold/config.toml:3: enroll_on_login needs records in a central directory"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

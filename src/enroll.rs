@@ -58,16 +58,11 @@ impl Pending {
     /// A new random key (or `secret`, when the admin supplies one) with the host's parameters,
     /// and fresh backup codes.
     pub fn new(config: &Config, secret: Option<Secret>) -> Result<Pending, EnrollError> {
-        let secret = match secret {
-            Some(secret) => secret,
-            None => Secret::generate().map_err(|_| EnrollError::Random)?,
-        };
-        let key = TotpKey {
-            secret,
-            algorithm: config.totp.algorithm,
-            digits: config.totp.digits,
-            period: config.totp.period,
-        };
+        Pending::with_key(config, new_key(config, secret)?)
+    }
+
+    /// `key` with fresh backup codes (a slow hash each).
+    pub fn with_key(config: &Config, key: TotpKey) -> Result<Pending, EnrollError> {
         let codes = BackupCodes::generate(usize::from(config.backup_codes.count), Cost::DEFAULT)
             .map_err(EnrollError::BackupCodes)?;
         Ok(Pending { key, codes })
@@ -78,29 +73,9 @@ impl Pending {
         self.key.otpauth_uri(&config.issuer(), user.as_str())
     }
 
-    /// The key as text for typing into an app: base32 in groups of four, and the parameters when
-    /// they are not the ones every app assumes.
+    /// The key as text for typing into an app.
     pub fn key_text(&self) -> Zeroizing<String> {
-        let base32 = Zeroizing::new(self.key.secret.to_base32());
-        let mut text = Zeroizing::new(String::with_capacity(base32.len() * 5 / 4 + 32));
-        for (i, chunk) in base32.as_bytes().chunks(4).enumerate() {
-            if i > 0 {
-                text.push(' ');
-            }
-            // Base32 is ASCII, so every chunk is valid UTF-8.
-            text.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        }
-        let key = &self.key;
-        if key.algorithm != Algorithm::Sha1 || key.digits != Digits::SIX || key.period != 30 {
-            let _ = write!(
-                text,
-                " ({}, {} digits, every {} s)",
-                key.algorithm.name(),
-                key.digits.get(),
-                key.period
-            );
-        }
-        text
+        key_text(&self.key)
     }
 
     /// Saves the enrollment if `code` is the app's current code (within the host window), and
@@ -114,7 +89,7 @@ impl Pending {
         now: u64,
         replace: bool,
     ) -> Result<(), EnrollError> {
-        let code: String = code.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+        let code = without_separators(code);
         store
             .replace(user, |current, state| {
                 if current.is_some() && !replace {
@@ -157,18 +132,20 @@ pub fn at_login<S: Store>(
     prompter: &mut dyn Prompter,
     clock: &dyn Clock,
 ) -> Outcome {
-    let pending = match Pending::new(config, None) {
-        Ok(pending) => pending,
+    let key = match new_key(config, None) {
+        Ok(key) => key,
         Err(e) => return Outcome::EnrollmentFailed(e),
     };
     prompter.info(LOGIN_INTRO);
-    match qr::render(&pending.uri(config, user), QrStyle::Utf8) {
-        // The QR code carries the secret: its text is wiped once shown.
-        Ok(code) => prompter.info(Zeroizing::new(code).trim_end_matches('\n')),
+    match qr::render(
+        &key.otpauth_uri(&config.issuer(), user.as_str()),
+        QrStyle::Utf8,
+    ) {
+        Ok(code) => prompter.info(code.trim_end_matches('\n')),
         Err(_) => prompter.info("(The QR code does not fit a terminal; type the key instead.)"),
     }
     let mut key_line = Zeroizing::new(String::from(KEY_LINE));
-    key_line.push_str(&pending.key_text());
+    key_line.push_str(&key_text(&key));
     prompter.info(&key_line);
     let prompt = if skippable {
         CONFIRM_PROMPT_SKIPPABLE
@@ -180,12 +157,40 @@ pub fn at_login<S: Store>(
             Ok(answer) => answer,
             Err(e) => return Outcome::ConversationFailed(e),
         };
+        if prompter.repeats_password(&answer) {
+            // Not a person at a prompt: as if enrollment at login were off.
+            return if skippable {
+                Outcome::NotEnrolledSkipped
+            } else {
+                Outcome::Denied(Denial::CannotEnrollHere)
+            };
+        }
         if answer.trim().is_empty() && skippable {
             prompter.info("Two-factor authentication was not set up; you will be asked again.");
             return Outcome::EnrollmentPostponed;
         }
-        match pending.confirm(store, user, config, &answer, clock.now(), false) {
-            Ok(()) => {
+        // The backup codes cost a slow hash each: make them only once the code looks right.
+        // `confirm` checks it again, under the lock, before anything is saved.
+        let looks_right = matches!(
+            key.verify(
+                &without_separators(&answer),
+                clock.now(),
+                config.totp.window,
+                0
+            ),
+            Verdict::Accepted(_)
+        );
+        let confirmed = if looks_right {
+            Pending::with_key(config, key.clone()).and_then(|pending| {
+                pending
+                    .confirm(store, user, config, &answer, clock.now(), false)
+                    .map(|()| pending)
+            })
+        } else {
+            Err(EnrollError::WrongCode)
+        };
+        match confirmed {
+            Ok(pending) => {
                 prompter.info(&codes_message(&pending.codes.plain));
                 // A prompt, so that the codes stay on screen until the user has them, and so
                 // that sshd sends them inside its keyboard-interactive exchange (it would turn a
@@ -218,9 +223,57 @@ pub fn at_login<S: Store>(
     Outcome::Denied(Denial::EnrollmentNotConfirmed)
 }
 
+/// A new random key (or `secret`) with the host's parameters for new enrollments.
+fn new_key(config: &Config, secret: Option<Secret>) -> Result<TotpKey, EnrollError> {
+    let secret = match secret {
+        Some(secret) => secret,
+        None => Secret::generate().map_err(|_| EnrollError::Random)?,
+    };
+    Ok(TotpKey {
+        secret,
+        algorithm: config.totp.algorithm,
+        digits: config.totp.digits,
+        period: config.totp.period,
+    })
+}
+
+/// The key as text for typing into an app: base32 in groups of four, and the parameters when
+/// they are not the ones every app assumes.
+fn key_text(key: &TotpKey) -> Zeroizing<String> {
+    let base32 = key.secret.to_base32();
+    // Sized for the parameters too, so that no reallocation leaves an unwiped copy behind.
+    let mut text = Zeroizing::new(String::with_capacity(base32.len() * 5 / 4 + 40));
+    for (i, chunk) in base32.as_bytes().chunks(4).enumerate() {
+        if i > 0 {
+            text.push(' ');
+        }
+        // Base32 is ASCII, so every chunk is valid UTF-8.
+        text.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+    }
+    if key.algorithm != Algorithm::Sha1 || key.digits != Digits::SIX || key.period != 30 {
+        let _ = write!(
+            text,
+            " ({}, {} digits, every {} s)",
+            key.algorithm.name(),
+            key.digits.get(),
+            key.period
+        );
+    }
+    text
+}
+
+/// A typed code without the spaces and dashes people add.
+fn without_separators(code: &str) -> Zeroizing<String> {
+    let mut kept = Zeroizing::new(String::with_capacity(code.len()));
+    kept.extend(code.chars().filter(|c| !matches!(c, ' ' | '-')));
+    kept
+}
+
 /// The one time new backup codes are shown at login, two to a line.
 fn codes_message(codes: &[Zeroizing<String>]) -> Zeroizing<String> {
-    let mut text = Zeroizing::new(String::from("Two-factor authentication is on."));
+    // Sized up front, so that no reallocation leaves an unwiped copy of a code behind.
+    let mut text = Zeroizing::new(String::with_capacity(160 + codes.len() * 14));
+    text.push_str("Two-factor authentication is on.");
     if codes.is_empty() {
         return text;
     }

@@ -36,6 +36,16 @@ pub fn line(ident: &str, level: Level, message: &str) {
     unsafe { libc::syslog(priority, c"%s".as_ptr(), text.as_ptr()) };
 }
 
+/// A value for a `key=value` field: quoted (with escapes) when it holds a space, `=` or `"`, so
+/// that a hostile user name or rhost cannot pose as extra fields.
+pub fn field(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.is_empty() && !value.contains(|c: char| c.is_whitespace() || c == '=' || c == '"') {
+        std::borrow::Cow::Borrowed(value)
+    } else {
+        std::borrow::Cow::Owned(format!("{value:?}"))
+    }
+}
+
 /// Replaces control characters with `\xNN`.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -54,6 +64,14 @@ mod tests {
     #[test]
     fn control_characters_are_escaped() {
         assert_eq!(super::escape("a\nb\u{1b}"), "a\\x0ab\\x1b");
+    }
+
+    #[test]
+    fn field_values_cannot_pose_as_other_fields() {
+        assert_eq!(super::field("alice"), "alice");
+        assert_eq!(super::field("a outcome=success"), "\"a outcome=success\"");
+        assert_eq!(super::field("q\"x"), "\"q\\\"x\"");
+        assert_eq!(super::field(""), "\"\"");
     }
 
     #[test]

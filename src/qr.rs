@@ -2,6 +2,7 @@
 //! otpauth URI fits an 80-column terminal.
 
 use qrcode::{Color, EcLevel, QrCode};
+use zeroize::Zeroizing;
 
 /// How to draw the code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,11 +16,15 @@ pub enum QrStyle {
 
 /// Renders `text` as a QR code, one `\n`-terminated line per two module rows, quiet zone
 /// included, at most `MAX_COLUMNS` wide. Errors if the text does not fit.
-pub fn render(text: &str, style: QrStyle) -> Result<String, QrError> {
+pub fn render(text: &str, style: QrStyle) -> Result<Zeroizing<String>, QrError> {
     let code = fitting_code(text)?;
     let width = code.width();
     let colors = code.to_colors();
     let size = width + 2 * QUIET_ZONE;
+    // The drawing encodes the secret: sized up front (at most 3 bytes a cell, plus the colour
+    // codes and newline of each line) so that no reallocation leaves an unwiped copy behind.
+    let lines = size.div_ceil(2);
+    let mut out = Zeroizing::new(String::with_capacity(lines * (size * 3 + 16)));
     let dark = |x: usize, y: usize| {
         x >= QUIET_ZONE
             && y >= QUIET_ZONE
@@ -27,7 +32,6 @@ pub fn render(text: &str, style: QrStyle) -> Result<String, QrError> {
             && y < QUIET_ZONE + width
             && colors[(y - QUIET_ZONE) * width + (x - QUIET_ZONE)] == Color::Dark
     };
-    let mut out = String::new();
     for y in (0..size).step_by(2) {
         if style == QrStyle::Ansi {
             out.push_str("\x1b[30;107m");

@@ -178,16 +178,22 @@ impl TotpKey {
 
     /// The `otpauth://totp/...` URI for authenticator apps.
     pub fn otpauth_uri(&self, issuer: &str, account: &str) -> Zeroizing<String> {
-        Zeroizing::new(format!(
-            "otpauth://totp/{issuer_label}:{account}?secret={secret}&issuer={issuer}&algorithm={alg}&digits={digits}&period={period}",
-            issuer_label = percent_encode(issuer),
-            account = percent_encode(account),
-            secret = self.secret.to_base32().as_str(),
-            issuer = percent_encode(issuer),
-            alg = self.algorithm.name(),
-            digits = self.digits.get(),
-            period = self.period,
-        ))
+        use std::fmt::Write as _;
+        let secret = self.secret.to_base32();
+        let (issuer, account) = (percent_encode(issuer), percent_encode(account));
+        // Sized up front, so that no reallocation leaves an unwiped copy of the secret behind.
+        let mut uri = Zeroizing::new(String::with_capacity(
+            100 + 2 * issuer.len() + account.len() + secret.len(),
+        ));
+        let _ = write!(
+            uri,
+            "otpauth://totp/{issuer}:{account}?secret={}&issuer={issuer}&algorithm={}&digits={}&period={}",
+            secret.as_str(),
+            self.algorithm.name(),
+            self.digits.get(),
+            self.period,
+        );
+        uri
     }
 }
 

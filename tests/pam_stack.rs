@@ -859,3 +859,58 @@ fn enrollment_is_not_offered_silently_with_forward_pass_or_to_strangers() {
         assert!(!host.record_path(name).exists(), "{name}");
     }
 }
+
+#[test]
+fn an_application_that_answers_every_prompt_with_the_password_cannot_enroll() {
+    // Like sshd's password authentication: pam_unix reads the password (and sets PAM_AUTHTOK),
+    // then every hidden prompt gets the same answer.
+    let host = Host::new("enroll_on_login = true\n");
+    let user = me();
+    let module = format!(
+        "{} config={}",
+        module_path().display(),
+        host.config.display()
+    );
+    host.service_lines(
+        "password-conv",
+        &format!("auth optional pam_unix.so\nauth required {module}\n"),
+    );
+    let login = host.login_via(
+        "password-conv",
+        &user,
+        &["not-the-password", "not-the-password"],
+    );
+    login.assert_rc(PAM_AUTH_ERR);
+    assert_eq!(
+        login.prompts().len(),
+        2,
+        "one confirming prompt, no retries: {login:#?}"
+    );
+    assert!(login.errors().is_empty(), "{login:#?}");
+    assert!(!host.record_path(&user).exists());
+    // With nullok it is as if enrollment at login were off: the module is skipped.
+    host.service_lines(
+        "password-conv-nullok",
+        &format!(
+            "auth optional pam_unix.so\nauth [ignore=ignore default=die] {module} nullok\n\
+             auth required pam_permit.so\n"
+        ),
+    );
+    host.login_via("password-conv-nullok", &user, &["pw", "pw"])
+        .assert_rc(PAM_SUCCESS);
+    assert!(!host.record_path(&user).exists());
+}
+
+#[test]
+fn enroll_on_login_with_home_records_is_refused_as_a_config_error() {
+    let host = Host::new("");
+    host.write_config("records = \"~/.twofold-test.toml\"\nenroll_on_login = true\n");
+    let login = host.login(&me(), &["123456"]);
+    login.assert_rc(PAM_AUTHINFO_UNAVAIL);
+    assert!(login.prompts().is_empty(), "{login:#?}");
+    // The module argument is refused the same way.
+    host.write_config("records = \"~/.twofold-test.toml\"\n");
+    host.service("enrolling", "enroll_on_login");
+    host.login_via("enrolling", &me(), &["123456"])
+        .assert_rc(PAM_AUTHINFO_UNAVAIL);
+}

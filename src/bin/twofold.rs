@@ -254,8 +254,8 @@ fn enroll_user(
     let mut out = io::stdout().lock();
     writeln!(out, "Scan this QR code with your authenticator app:")?;
     match qr {
-        QrArg::Utf8 => write!(out, "{}", qr::render(&uri, QrStyle::Utf8)?)?,
-        QrArg::Ansi => write!(out, "{}", qr::render(&uri, QrStyle::Ansi)?)?,
+        QrArg::Utf8 => out.write_all(qr::render(&uri, QrStyle::Utf8)?.as_bytes())?,
+        QrArg::Ansi => out.write_all(qr::render(&uri, QrStyle::Ansi)?.as_bytes())?,
         QrArg::None => {}
     }
     writeln!(out, "{}", uri.as_str())?;

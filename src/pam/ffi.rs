@@ -5,6 +5,7 @@ use std::os::raw::{c_char, c_int, c_uint, c_void};
 use std::ptr;
 
 use pamsm::Pam;
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::auth::{PromptError, Prompter};
@@ -95,6 +96,19 @@ impl Prompter for Conversation<'_> {
 
     fn error(&mut self, text: &str) {
         self.error_line(text);
+    }
+
+    fn repeats_password(&self, answer: &str) -> bool {
+        let mut item: *const c_void = ptr::null();
+        // SAFETY: the handle is live for this hook; item is a valid out pointer.
+        let rc = unsafe { pam_get_item(raw_handle(self.pamh), PAM_AUTHTOK, &mut item) };
+        if rc != PAM_SUCCESS || item.is_null() {
+            return false;
+        }
+        // SAFETY: PAM_AUTHTOK is a NUL-terminated string owned by libpam, alive for this call.
+        let password = unsafe { std::ffi::CStr::from_ptr(item.cast::<c_char>()) }.to_bytes();
+        // Constant time, as every comparison with a secret.
+        password.len() == answer.len() && bool::from(password.ct_eq(answer.as_bytes()))
     }
 }
 

@@ -12,7 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use pamsm::{Pam, PamError, PamFlags, PamLibExt, PamServiceModule};
 
 use crate::auth::{self, LoginPolicy, Outcome, SystemClock};
-use crate::config::{Config, ModuleArgs};
+use crate::config::{Config, ModuleArgs, RecordsLocation, ENROLL_NEEDS_CENTRAL_RECORDS};
 use crate::log::{self, Level};
 use crate::store::FileStore;
 use crate::user::UserName;
@@ -64,6 +64,7 @@ fn guarded(hook: impl FnOnce() -> PamError) -> PamError {
 
 fn authenticate(pamh: &Pam, flags: PamFlags, args: &[String]) -> PamError {
     let service = cstr_item(pamh.get_service()).unwrap_or_else(|| "?".into());
+    let service = log::field(&service).into_owned();
     let rhost = cstr_item(pamh.get_rhost());
     let args = match ModuleArgs::parse(args) {
         Ok(args) => args,
@@ -91,6 +92,15 @@ fn authenticate(pamh: &Pam, flags: PamFlags, args: &[String]) -> PamError {
             return PamError::AUTHINFO_UNAVAIL;
         }
     };
+    if args.enroll_on_login && config.records.location() == RecordsLocation::Home {
+        log::line(
+            IDENT,
+            Level::Error,
+            &format!("service={service}: module argument {ENROLL_NEEDS_CENTRAL_RECORDS}"),
+        );
+        conversation.error_line(UNAVAILABLE_HINT);
+        return PamError::AUTHINFO_UNAVAIL;
+    }
     let (user_text, utf8) = match pamh.get_user(None) {
         Ok(Some(user)) => (user.to_string_lossy().into_owned(), user.to_str().is_ok()),
         Ok(None) | Err(_) => {
@@ -126,7 +136,8 @@ fn authenticate(pamh: &Pam, flags: PamFlags, args: &[String]) -> PamError {
             IDENT,
             Level::Debug,
             &format!(
-                "service={service} user={user_text} config={} records={}",
+                "service={service} user={} config={} records={}",
+                log::field(&user_text),
                 args.config_path().display(),
                 config.records.as_str()
             ),
@@ -140,8 +151,9 @@ fn authenticate(pamh: &Pam, flags: PamFlags, args: &[String]) -> PamError {
         &SystemClock,
     );
     let who = format!(
-        "service={service} user={user_text} rhost={}",
-        rhost.as_deref().unwrap_or("-")
+        "service={service} user={} rhost={}",
+        log::field(&user_text),
+        log::field(rhost.as_deref().unwrap_or("-"))
     );
     finish(pamh, &mut conversation, &who, outcome)
 }
