@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The packaging check, run as root by tests/run.sh after cargo test. It builds the Debian package
 # and lints it; installs it and drives the installed module through real PAM (a real user,
-# pamtester, the example stacks in conf/pam.d, the pam-auth-update profile); purges it and checks
-# that only the user's records remain; then builds the RPM and checks its contents.
+# pamtester, the example stacks in conf/pam.d, the pam-auth-update profile); checks that removing
+# it is refused while a PAM service still uses the module; purges it and checks that only the
+# user's records remain; then builds the RPM, checks its contents, and checks that rpm -e refuses
+# in the same way (in a scratch root).
 #
 # Every problem fails the run with a message, and nothing is skipped. The EXIT trap puts the
 # machine back as it was, whatever happens: user, service files, common-* and /var/lib/pam,
@@ -37,6 +39,9 @@ marker="twofold packaging check"
 svc_login=twofold-check-login
 svc_su=twofold-check-su
 svc_common=twofold-check-common
+svc_needs=twofold-check-needs
+# The lines packaging/debian/prerm and the rpm's %preun count as loading the module.
+uses_module='^[^#]*[[:space:]/]pam_twofold\.so([[:space:]]|$)'
 # Every regular file the .deb must install, and nothing else.
 deb_files=(
   /etc/twofold/config.toml
@@ -65,6 +70,14 @@ if id "$user" >/dev/null 2>&1; then
     fail "user $user exists and was not made by this check"
   userdel "$user"
 fi
+# The removal checks need a machine where no PAM service uses the module yet: the prerm would
+# refuse every removal, for a reason outside this check. (Backups do not count, as in the prerm.)
+for file in /etc/pam.d/*; do
+  case ${file##*/} in *.dpkg-* | *~ | *.pam-old | *.bak | *.orig | *.ucf-* | *.rpmnew | *.rpmsave | *.rpmorig) continue ;; esac
+  if [ -f "$file" ] && grep -qE "$uses_module" "$file"; then
+    fail "$file uses pam_twofold.so; the removal checks need a machine where no PAM service does"
+  fi
+done
 records_existed=false
 [ -d "$records" ] && records_existed=true
 
@@ -76,9 +89,10 @@ cp -a /var/lib/pam/. "$work/lib-pam/"
 cleanup() {
   local status=$?
   set +e
-  rm -f "/etc/pam.d/$svc_login" "/etc/pam.d/$svc_su" "/etc/pam.d/$svc_common"
+  rm -f "/etc/pam.d/$svc_login" "/etc/pam.d/$svc_su" "/etc/pam.d/$svc_common" "/etc/pam.d/$svc_needs"*
   if installed; then
-    dpkg --purge twofold >"$work/cleanup-purge.log" 2>&1 ||
+    # Forced: a failed step may have left a line that uses the module; it is restored below.
+    TWOFOLD_FORCE_REMOVE=1 dpkg --purge twofold >"$work/cleanup-purge.log" 2>&1 ||
       { cat "$work/cleanup-purge.log" >&2; echo "packaging/check.sh: cleanup: dpkg --purge twofold failed" >&2; }
   fi
   # pam-auth-update's own files and its output, as they were before.
@@ -91,6 +105,8 @@ cleanup() {
     esac
     cmp -s "$saved" "$live" || { cp -a "$saved" "$live" && echo "packaging/check.sh: cleanup: restored $live" >&2; }
   done
+  # The removal checks make one, as a backup that must not stop the removal.
+  [ -e "$work/pam.d/common-auth.pam-old" ] || rm -f /etc/pam.d/common-auth.pam-old
   if [ "$(getent passwd "$user" | cut -d: -f5)" = "$marker" ]; then userdel "$user"; fi
   if [ "$records_existed" = true ]; then
     rm -f "$records/$user.toml" "$records/$user.state"
@@ -214,7 +230,8 @@ must_be_refused "a wrong code" "$svc_login" "$password" "$(printf '%06d' $(((10#
 pamtester "$svc_su" "$user" authenticate </dev/null >"$work/pamtester.log" 2>&1 ||
   { cat "$work/pamtester.log" >&2; fail "$svc_su: root was asked for more than nothing"; }
 echo "$svc_su: root: logged in without a password or code"
-cp "/etc/pam.d/$svc_login" "/etc/pam.d/$svc_su" "$work/review/"
+# twofold check follows the stacks' @include lines: the files they include come along.
+cp /etc/pam.d/common-{auth,account,password,session,session-noninteractive} "/etc/pam.d/$svc_login" "/etc/pam.d/$svc_su" "$work/review/"
 logged check-stacks /usr/bin/twofold check --pam-dir "$work/review"
 for svc in "$svc_login" "$svc_su"; do
   grep -q "/$svc:.*: ok" "$work/check-stacks.log" || fail "twofold check did not find $svc fine"
@@ -258,28 +275,93 @@ logged disable pam-auth-update --disable twofold
 cmp "$work/pam.d/common-auth" /etc/pam.d/common-auth || fail "common-auth is not byte for byte what it was"
 echo "common-auth: restored byte for byte"
 
-step "removal stops while a hand-edited common-auth still needs the module"
+# pam-auth-update's state: the five files it writes, and its own records.
+pam_state() {
+  sha256sum /etc/pam.d/common-{auth,account,password,session,session-noninteractive} /var/lib/pam/*
+}
+# dpkg --remove twofold must be refused, name the line that needs the module (FILE:LINE:TEXT) and
+# leave everything as it was: the module, the package, pam-auth-update's state.
+must_refuse_removal() { # why, line
+  pam_state >"$work/state.before"
+  if dpkg --remove twofold >"$work/remove.log" 2>&1; then
+    cat "$work/remove.log" >&2
+    fail "dpkg --remove deleted the module although $1"
+  fi
+  grep -q '^twofold: not removed: these PAM files still use pam_twofold.so' "$work/remove.log" &&
+    grep -qxF "twofold:   $2" "$work/remove.log" &&
+    grep -q '^twofold: .*TWOFOLD_FORCE_REMOVE=1 apt remove twofold' "$work/remove.log" ||
+    { cat "$work/remove.log" >&2; fail "the refusal does not say why, name $2 and the override"; }
+  [ -f "$module" ] || fail "$module is gone although $1"
+  dpkg-query -W -f='${Status}' twofold | grep -q ' ok installed$' || fail "twofold is not installed after the refusal"
+  pam_state | diff -u "$work/state.before" - || fail "the refused removal changed pam-auth-update's state (diff above)"
+  echo "dpkg --remove: refused, nothing changed: $1"
+}
+
+step "removal is refused while a hand-edited common-auth still needs the module"
 # pam-auth-update leaves a locally modified common-auth alone (and exits 0); the prerm must then
 # refuse to let dpkg delete the module that file still names, or every login would fail.
 logged enable-again pam-auth-update --enable twofold
+grep -q '^Module: twofold$' /var/lib/pam/auth || fail "/var/lib/pam/auth does not record the enabled profile"
 cp -a /etc/pam.d/common-auth "$work/common-auth.enabled"
 sed -i 's/^auth\trequired\tpam_twofold\.so.*$/&\nauth\toptional\tpam_permit.so/' /etc/pam.d/common-auth
-if dpkg --remove twofold >"$work/remove.log" 2>&1; then
-  cat "$work/remove.log" >&2
-  fail "dpkg --remove deleted the module that a hand-edited common-auth still uses"
-fi
-grep -q 'still use pam_twofold.so' "$work/remove.log" || { cat "$work/remove.log" >&2; fail "the refusal does not say why"; }
-[ -f "$module" ] || fail "$module is gone although common-auth still uses it"
-echo "dpkg --remove: refused, the module stays"
+must_refuse_removal "a hand-edited common-auth uses it" "$(grep -n 'pam_twofold' /etc/pam.d/common-auth | sed 's|^|/etc/pam.d/common-auth:|')"
 cp -a "$work/common-auth.enabled" /etc/pam.d/common-auth
-logged disable-again pam-auth-update --disable twofold
-cmp "$work/pam.d/common-auth" /etc/pam.d/common-auth || fail "common-auth is not byte for byte what it was"
 
+step "removal is refused while common-auth has a line of its own outside pam-auth-update's block"
+# Here pam-auth-update can rewrite common-auth, and takes its own line out, but keeps this one:
+# the prerm must then put the profile back as it was before refusing.
+printf 'auth\trequired\tpam_twofold.so\n' >>/etc/pam.d/common-auth
+line=$(grep -n 'pam_twofold' /etc/pam.d/common-auth | tail -n 1)
+must_refuse_removal "common-auth has a line of its own" "/etc/pam.d/common-auth:$line"
+cp -a "$work/common-auth.enabled" /etc/pam.d/common-auth
+
+step "removal is refused while another service file uses the module; TWOFOLD_FORCE_REMOVE=1 overrides"
+# Services edited by hand (sshd, sudo...) fail every login once the module is gone.
+printf '# twofold packaging check\nauth\trequired\tpam_twofold.so\n' >"/etc/pam.d/$svc_needs"
+must_refuse_removal "$svc_needs uses it" "/etc/pam.d/$svc_needs:2:auth	required	pam_twofold.so"
+logged force-remove env TWOFOLD_FORCE_REMOVE=1 dpkg --remove twofold
+grep -q '^twofold: warning: TWOFOLD_FORCE_REMOVE=1: removing the module' "$work/force-remove.log" &&
+  grep -qxF "twofold:   /etc/pam.d/$svc_needs:2:auth	required	pam_twofold.so" "$work/force-remove.log" ||
+  { cat "$work/force-remove.log" >&2; fail "the forced removal does not warn about $svc_needs"; }
+[ ! -e "$module" ] || fail "TWOFOLD_FORCE_REMOVE=1 dpkg --remove left $module"
+dpkg-query -W -f='${Status}' twofold | grep -q ' ok config-files$' || fail "twofold is not removed after the forced removal"
+# The profile is out of common-auth all the same.
+for saved in "$work"/pam.d/*; do
+  cmp -s "$saved" "/etc/pam.d/${saved##*/}" || fail "the forced removal left /etc/pam.d/${saved##*/} changed"
+done
+echo "TWOFOLD_FORCE_REMOVE=1 dpkg --remove: removed, with a warning"
+rm -f "/etc/pam.d/$svc_needs"
+logged reinstall dpkg -i "$deb"
+[ -f "$module" ] || fail "reinstalling did not bring $module back"
+
+step "backups and comments that name the module do not stop the removal"
+# libpam never reads backups (only the file named after the service), nor comments, nor a module of
+# another name. The profile is enabled, so that the purge has to take it out as well.
+logged enable-purge pam-auth-update --enable twofold
+cp /etc/pam.d/common-auth /etc/pam.d/common-auth.pam-old
+for suffix in .dpkg-old .dpkg-dist '~' .bak .orig .ucf-dist .rpmsave .rpmnew; do
+  printf 'auth\trequired\tpam_twofold.so\n' >"/etc/pam.d/$svc_needs$suffix"
+done
+printf '# auth required pam_twofold.so\n  #auth required pam_twofold.so\nauth optional /opt/bench/libpam_twofold.so\n' \
+  >"/etc/pam.d/$svc_needs"
+echo "the dpkg --purge below must go through"
+
+# ---------------------------------------------------------------------------------------------
 # ---------------------------------------------------------------------------------------------
 step "dpkg --purge twofold"
 (cd "$records" && sha256sum "$user.toml" "$user.state") >"$work/records.sha256"
 logged purge dpkg --purge twofold
+if grep -q '^twofold:' "$work/purge.log"; then
+  cat "$work/purge.log" >&2
+  fail "the purge warned about the backups or comments"
+fi
 installed && fail "dpkg still lists twofold after the purge"
+rm -f "/etc/pam.d/$svc_needs"*
+if [ -e "$work/pam.d/common-auth.pam-old" ]; then
+  cp -a "$work/pam.d/common-auth.pam-old" /etc/pam.d/
+else
+  rm -f /etc/pam.d/common-auth.pam-old
+fi
 for path in "${deb_files[@]}" /etc/twofold /usr/share/doc/twofold; do
   [ ! -e "$path" ] || fail "$path is left after the purge"
 done
@@ -319,5 +401,53 @@ grep -q '^drwx------ .* root *root .* /var/lib/twofold$' "$work/rpm-files" ||
 # fflags: c = %config, n = noreplace.
 rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$rpm_file" | grep -qx 'cn /etc/twofold/config.toml' ||
   fail "the rpm's config.toml is not %config(noreplace)"
+
+step "rpm -e is refused while a PAM service uses the module (in a scratch root)"
+# rpm --root runs the scriptlets chrooted there: the root gets /bin/sh and grep with their
+# libraries, which is all %preun needs, and an /etc/pam.d of its own.
+rpm_root=$work/rpm-root
+mkdir -p "$rpm_root/etc/pam.d" "$rpm_root/var/lib/rpm"
+for tool in /bin/sh /bin/grep; do
+  for file in "$tool" $(ldd "$tool" | grep -o '/[^ ]*'); do cp -L --parents "$file" "$rpm_root"; done
+done
+rpm_in_root() { rpm --root "$rpm_root" --dbpath /var/lib/rpm "$@"; }
+rpm_module=$rpm_root$libdir/security/pam_twofold.so
+logged rpm-install rpm_in_root -i --nodeps "$rpm_file"
+[ -f "$rpm_module" ] || fail "rpm -i did not install $rpm_module"
+printf 'auth\trequired\tpam_twofold.so\n' >"$rpm_root/etc/pam.d/sshd"
+printf '# auth required pam_twofold.so\n' >"$rpm_root/etc/pam.d/sudo"
+for backup in sshd.rpmsave sshd.rpmnew sshd~ common-auth.pam-old; do
+  cp "$rpm_root/etc/pam.d/sshd" "$rpm_root/etc/pam.d/$backup"
+done
+if rpm_in_root -e twofold >"$work/rpm-erase.log" 2>&1; then
+  cat "$work/rpm-erase.log" >&2
+  fail "rpm -e deleted the module although sshd uses it"
+fi
+grep -q '^twofold: not removed: these PAM files still use pam_twofold.so' "$work/rpm-erase.log" &&
+  grep -qxF "twofold:   /etc/pam.d/sshd:1:auth	required	pam_twofold.so" "$work/rpm-erase.log" &&
+  grep -q '^twofold: .*TWOFOLD_FORCE_REMOVE=1 rpm -e twofold' "$work/rpm-erase.log" ||
+  { cat "$work/rpm-erase.log" >&2; fail "rpm -e's refusal does not say why, name sshd's line and the override"; }
+[ "$(grep -c '^twofold:   ' "$work/rpm-erase.log")" = 1 ] ||
+  { cat "$work/rpm-erase.log" >&2; fail "rpm -e's refusal names more than sshd's line (backups or comments?)"; }
+[ -f "$rpm_module" ] && rpm_in_root -q twofold >/dev/null || fail "the refused rpm -e removed the package"
+echo "rpm -e: refused, the module stays"
+# An upgrade ($1 = 1 in %preun) replaces the module at once: not refused.
+logged rpm-reinstall rpm_in_root -U --nodeps --replacepkgs "$rpm_file"
+echo "rpm -U --replacepkgs: not refused"
+logged rpm-force-erase env TWOFOLD_FORCE_REMOVE=1 rpm --root "$rpm_root" --dbpath /var/lib/rpm -e twofold
+grep -q '^twofold: warning: TWOFOLD_FORCE_REMOVE=1: removing the module' "$work/rpm-force-erase.log" ||
+  { cat "$work/rpm-force-erase.log" >&2; fail "TWOFOLD_FORCE_REMOVE=1 rpm -e does not warn"; }
+[ ! -e "$rpm_module" ] || fail "TWOFOLD_FORCE_REMOVE=1 rpm -e left the module"
+echo "TWOFOLD_FORCE_REMOVE=1 rpm -e: removed, with a warning"
+# Only backups and comments left: the erase goes through, silently.
+logged rpm-install-again rpm_in_root -i --nodeps "$rpm_file"
+printf '# auth required pam_twofold.so\n' >"$rpm_root/etc/pam.d/sshd"
+logged rpm-erase rpm_in_root -e twofold
+if grep -q '^twofold:' "$work/rpm-erase.log"; then
+  cat "$work/rpm-erase.log" >&2
+  fail "rpm -e warned about backups or comments"
+fi
+[ ! -e "$rpm_module" ] || fail "rpm -e left the module"
+echo "rpm -e with only backups and comments naming the module: removed"
 
 step "all packaging checks passed in $((SECONDS - started)) s"

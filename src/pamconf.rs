@@ -158,7 +158,7 @@ fn judge(
             findings.push((
                 Severity::Problem,
                 format!(
-                    "{}:{}: `{}` {how} before pam_twofold runs, so a password alone can log in",
+                    "{}:{}: `{}` {how} before pam_twofold runs, so a login can succeed without the second factor",
                     earlier.file, earlier.line, earlier.module
                 ),
             ));
@@ -178,8 +178,9 @@ fn judge(
 /// Whether a success of `line` (at `index`) can end the stack, or jump past pam_twofold (at
 /// `twofold`), so that the module never runs.
 fn skips_to_the_end(line: &Line, index: usize, twofold: usize) -> Option<&'static str> {
-    if line.in_substack {
-        // done/die end only the substack; jumps stay inside it.
+    // done/die in a substack end only the substack, and jumps stay inside it. pam_rootok
+    // succeeds only for root (su's stock first line): no login gets past the module through it.
+    if line.in_substack || module_name(&line.module) == "pam_rootok.so" {
         return None;
     }
     if line.control == "sufficient" {
@@ -440,6 +441,13 @@ mod tests {
         assert!(problems(&lint(text, false)[0])[0].contains("jumps past it"));
         let text = "auth [success=done default=die] pam_unix.so\nauth required pam_twofold.so\n";
         assert!(problems(&lint(text, false)[0])[0].contains("success=done"));
+    }
+
+    #[test]
+    fn su_s_root_shortcut_is_not_a_bypass() {
+        let text =
+            "auth sufficient pam_rootok.so\n@include common-auth\nauth required pam_twofold.so\n";
+        assert!(lint(text, true)[0].findings.is_empty());
     }
 
     #[test]
