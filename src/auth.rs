@@ -121,6 +121,8 @@ pub enum Denial {
     EnrolledMeanwhile,
     /// Enrolling at login, the application answered with the password: it cannot enroll.
     CannotEnrollHere,
+    /// The application answered the code prompt with the password; not counted as a failure.
+    PasswordAsCode,
     /// A right TOTP code whose step was already used.
     ReplayedCode,
     /// A backup code that was already used.
@@ -176,6 +178,13 @@ pub fn authenticate<S: Store>(
         Ok(answer) => answer,
         Err(e) => return Outcome::ConversationFailed(e),
     };
+    // An application that answers every hidden prompt with the password (sshd's password
+    // authentication, which clients fall back to after keyboard-interactive) is not guessing a
+    // code: refuse without checking the answer, and without counting a failure that could lock
+    // the user out.
+    if !policy.forward_pass && prompter.repeats_password(&answer) {
+        return Outcome::Denied(Denial::PasswordAsCode);
+    }
     let Some(typed) = split_answer(&answer, policy.forward_pass, &record) else {
         return deny_and_count(store, user, policy, &record, clock, Denial::NoCode);
     };
@@ -450,7 +459,8 @@ impl Denial {
             Denial::UnusableName => "unusable-name",
             Denial::EnrollmentNotConfirmed => "enrollment-not-confirmed",
             Denial::EnrolledMeanwhile => "enrolled-in-another-session",
-            Denial::CannotEnrollHere => "application-answers-with-password",
+            Denial::CannotEnrollHere => "application-cannot-enroll",
+            Denial::PasswordAsCode => "application-answers-with-password",
             Denial::ReplayedCode => "replayed-code",
             Denial::SpentBackupCode => "spent-backup-code",
             Denial::WrongCode => "wrong-code",

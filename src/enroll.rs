@@ -158,7 +158,14 @@ pub fn at_login<S: Store>(
             Err(e) => return Outcome::ConversationFailed(e),
         };
         if prompter.repeats_password(&answer) {
-            // Not a person at a prompt: as if enrollment at login were off.
+            // Not a person at a prompt: as if enrollment at login were off. Such applications
+            // may still show the text above after the login (sshd makes it a banner): say that
+            // the key was not kept.
+            prompter.info(
+                "Two-factor authentication cannot be set up through this application, and the \
+                 key above was not saved: set it up at a console or an SSH keyboard-interactive \
+                 login.",
+            );
             return if skippable {
                 Outcome::NotEnrolledSkipped
             } else {

@@ -887,6 +887,8 @@ fn an_application_that_answers_every_prompt_with_the_password_cannot_enroll() {
         "one confirming prompt, no retries: {login:#?}"
     );
     assert!(login.errors().is_empty(), "{login:#?}");
+    let told = login.infos().last().copied().unwrap_or_default();
+    assert!(told.contains("the key above was not saved"), "{login:#?}");
     assert!(!host.record_path(&user).exists());
     // With nullok it is as if enrollment at login were off: the module is skipped.
     host.service_lines(
@@ -913,4 +915,31 @@ fn enroll_on_login_with_home_records_is_refused_as_a_config_error() {
     host.service("enrolling", "enroll_on_login");
     host.login_via("enrolling", &me(), &["123456"])
         .assert_rc(PAM_AUTHINFO_UNAVAIL);
+}
+
+#[test]
+fn the_password_given_again_as_the_code_is_refused_but_not_counted() {
+    // sshd's password authentication answers the code prompt with the password, also for
+    // enrolled users (clients fall back to it after keyboard-interactive): that must not lock
+    // the user's second factor.
+    let host = Host::new("[throttle]\nmax_failures = 1\n");
+    let user = me();
+    let enrolled = host.enroll(&user);
+    let module = format!(
+        "{} config={}",
+        module_path().display(),
+        host.config.display()
+    );
+    host.service_lines(
+        "password-conv",
+        &format!("auth optional pam_unix.so\nauth required {module}\n"),
+    );
+    host.login_via("password-conv", &user, &["pw", "pw"])
+        .assert_rc(PAM_AUTH_ERR);
+    assert!(host.state(&user).failures.is_empty());
+    assert_eq!(host.state(&user).locked_until, 0);
+    // A different answer is a code like any other, and counts.
+    host.login_via("password-conv", &user, &["pw", &enrolled.wrong_code(2)])
+        .assert_rc(PAM_AUTH_ERR);
+    assert!(host.state(&user).locked_until > 0);
 }

@@ -1,6 +1,6 @@
 //! Root-only end-to-end logins through the real front doors: Debian's `sshd` (keyboard-interactive,
-//! driven by a paramiko client) and Debian's `sudo`, each with its `/etc/pam.d` file swapped for
-//! `pam_unix` + the built module, and restored afterwards.
+//! or password authentication, driven by a paramiko client) and Debian's `sudo`, each with its
+//! `/etc/pam.d` file swapped for `pam_unix` + the built module, and restored afterwards.
 //!
 //! Not root: each test says why it is skipped and passes, except under `CI=true`, where it fails.
 //! When a test runs it leaves `target/root-tests-ran/<test>`, so CI can check that it did.
@@ -339,7 +339,115 @@ fn ssh_enroll_on_login_with_three_wrong_codes_is_denied_and_saves_nothing() {
     assert!(written.is_empty(), "files written: {written:?}");
 }
 
+// ---- Password authentication over ssh.
+//
+// sshd's PasswordAuthentication conversation answers every hidden prompt with the password and
+// keeps PAM text as login messages, sent as the userauth banner only if the login succeeds. The
+// module, seeing its confirming prompt answered with PAM_AUTHTOK, does not enroll: as if
+// enroll_on_login were off.
+
+#[test]
+fn ssh_password_authentication_with_enroll_on_login_and_nullok_lets_an_unenrolled_user_in() {
+    needs_root!();
+    let twofold = Twofold::new("sshpwnull", "enroll_on_login = true\nnullok = true", "");
+    let host = SshHost::start("sshpwnull", twofold, PASSWORD);
+    let user = TestUser::create("sshpn");
+
+    let login = host.login_by_password(&user, &user.password);
+    login.assert_success();
+    assert_eq!(login.stdout(), ran_as(&user), "{login:#?}");
+    assert_not_enrolled(&host.twofold, &user);
+    // The module ran and got as far as offering enrollment: sshd kept its text (intro, QR code,
+    // key) and sent it as the banner. That key was never saved: the user is not enrolled.
+    let banner = login.banner();
+    assert!(
+        banner.starts_with(e2e::ENROLL_INTRO) && e2e::enrollment_key(banner).is_some(),
+        "the module did not offer enrollment: {login:#?}"
+    );
+    // Skipped because the answer repeated the password, not postponed by an empty answer, and
+    // no backup codes.
+    assert!(!banner.contains("you will be asked again"), "{login:#?}");
+    assert!(
+        !banner.contains("Two-factor authentication is on"),
+        "{login:#?}"
+    );
+    // The user is told that the key on screen was not kept.
+    assert!(banner.contains("the key above was not saved"), "{login:#?}");
+}
+
+#[test]
+fn ssh_password_authentication_with_enroll_on_login_denies_an_unenrolled_user() {
+    needs_root!();
+    let twofold = Twofold::new("sshpwdeny", "enroll_on_login = true", "");
+    let host = SshHost::start("sshpwdeny", twofold, PASSWORD);
+    let user = TestUser::create("sshpd");
+
+    let login = host.login_by_password(&user, &user.password);
+    login.assert_denied();
+    assert!(login.banner().is_empty(), "{login:#?}");
+    assert_not_enrolled(&host.twofold, &user);
+
+    // The password was right and the method works: with nullok added (the module reads its
+    // config at every login), the same login gets in. So the denial was the module's.
+    let config = &host.twofold.config;
+    let text = std::fs::read_to_string(config).unwrap();
+    std::fs::write(config, format!("nullok = true\n{text}")).unwrap();
+    let control = host.login_by_password(&user, &user.password);
+    control.assert_success();
+    assert_eq!(control.stdout(), ran_as(&user), "{control:#?}");
+    assert_not_enrolled(&host.twofold, &user);
+}
+
+#[test]
+fn ssh_password_authentication_of_an_enrolled_user_is_denied_but_not_counted() {
+    needs_root!();
+    let twofold = Twofold::new(
+        "sshpwenr",
+        "enroll_on_login = true\nnullok = true",
+        "[throttle]\nmax_failures = 1\n",
+    );
+    let host = SshHost::start("sshpwenr", twofold, PASSWORD);
+    let user = TestUser::create("sshpe");
+    host.twofold.enroll(&user);
+    let unlocked = |host: &SshHost| host.twofold.status(&user)["locked_until"].is_null();
+    assert!(unlocked(&host));
+
+    // Even with nullok and enroll_on_login the module asks for the code, and sshd answers with
+    // the password: denied (the password is right and pam_unix is requisite, so only the module
+    // can deny), but not counted, so clients that fall back to password authentication after
+    // keyboard-interactive cannot lock the user's second factor. One failure would lock here.
+    let login = host.login_by_password(&user, &user.password);
+    login.assert_denied();
+    let status = host.twofold.status(&user);
+    assert!(
+        unlocked(&host),
+        "the password was counted as a wrong code: {status}"
+    );
+    assert_eq!(
+        (&status["totp"], &status["backup_codes_left"]),
+        (&serde_json::json!(true), &serde_json::json!(BACKUP_CODES)),
+        "the enrollment is untouched: {status}"
+    );
+}
+
 // ---- Helpers.
+
+/// `user` has no enrollment, and the records directory holds no file at all (no record, no
+/// state file, no temp file).
+#[track_caller]
+fn assert_not_enrolled(twofold: &Twofold, user: &TestUser) {
+    let status = twofold.status(user);
+    assert_eq!(
+        (&status["totp"], &status["backup_codes_left"]),
+        (&serde_json::json!(false), &serde_json::json!(0)),
+        "{status}"
+    );
+    let written: Vec<_> = std::fs::read_dir(&twofold.records)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert!(written.is_empty(), "files written: {written:?}");
+}
 
 /// Answers an enrollment at login: the password, and for each confirming prompt, `code` of the
 /// key shown so far.
@@ -381,3 +489,4 @@ fn ran_as(user: &TestUser) -> String {
 }
 
 const KBD_INT: &str = "keyboard-interactive";
+const PASSWORD: &str = "password";

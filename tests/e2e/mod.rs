@@ -226,7 +226,8 @@ pub struct SshHost {
 }
 
 impl SshHost {
-    /// A host whose sshd requires `methods` (`AuthenticationMethods`).
+    /// A host whose sshd requires `methods` (`AuthenticationMethods`); the methods it names
+    /// (`keyboard-interactive`, `password`) are the ones switched on.
     pub fn start(tag: &str, twofold: Twofold, methods: &str) -> SshHost {
         let stack = SystemStack::install("sshd", &twofold.pam_stack());
         let sshd = Sshd::start(&twofold.dir.subdir("sshd"), methods);
@@ -250,16 +251,41 @@ impl SshHost {
         &self,
         user: &TestUser,
         key: Option<&Path>,
+        answer: impl FnMut(&[Request]) -> Vec<String>,
+    ) -> SshLogin {
+        let mut args = Vec::new();
+        if let Some(key) = key {
+            args.push("--key".into());
+            args.push(key.as_os_str().to_owned());
+        }
+        self.run_client(user, &args, None, answer)
+    }
+
+    /// Logs in as `user` with the `password` method (sshd's PasswordAuthentication), sending
+    /// `password`, and runs `REMOTE_COMMAND`. sshd answers every hidden PAM prompt with it.
+    pub fn login_by_password(&self, user: &TestUser, password: &str) -> SshLogin {
+        let login = self.run_client(user, &["--password".into()], Some(password), |requests| {
+            panic!("the password method has no prompts: {requests:#?}")
+        });
+        assert!(login.requests.is_empty(), "{login:#?}");
+        login
+    }
+
+    /// Runs the client with `args`; `first_line` goes to its stdin before anything else (the
+    /// password, out of the command line), then `answer`'s answers to each request.
+    fn run_client(
+        &self,
+        user: &TestUser,
+        args: &[std::ffi::OsString],
+        first_line: Option<&str>,
         mut answer: impl FnMut(&[Request]) -> Vec<String>,
     ) -> SshLogin {
         let mut command = Command::new(PYTHON);
         command
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/ssh_login.py"))
-            .args(["--port", &self.sshd.port.to_string(), "--user", &user.name]);
-        if let Some(key) = key {
-            command.arg("--key").arg(key);
-        }
-        command.args(["--command", REMOTE_COMMAND]);
+            .args(["--port", &self.sshd.port.to_string(), "--user", &user.name])
+            .args(args)
+            .args(["--command", REMOTE_COMMAND]);
         let mut child = root::timed(&mut command)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -267,6 +293,11 @@ impl SshHost {
             .spawn()
             .expect("run the paramiko client");
         let mut stdin = child.stdin.take().unwrap();
+        if let Some(line) = first_line {
+            // As with the answers: a client that already gave up says why in its result.
+            let _ = writeln!(stdin, "{line}");
+            let _ = stdin.flush();
+        }
         let stdout = BufReader::new(child.stdout.take().unwrap());
         let mut stderr_pipe = child.stderr.take().unwrap();
         let stderr = std::thread::spawn(move || {
@@ -467,6 +498,13 @@ impl Sshd {
                 .expect("create /run/sshd");
         }
         let port = free_port();
+        let yes_no = |method: &str| {
+            if methods.split([',', ' ']).any(|m| m == method) {
+                "yes"
+            } else {
+                "no"
+            }
+        };
         let config = dir.join("sshd_config");
         fs::write(
             &config,
@@ -476,8 +514,8 @@ impl Sshd {
                  HostKey {}\n\
                  PidFile {}\n\
                  UsePAM yes\n\
-                 KbdInteractiveAuthentication yes\n\
-                 PasswordAuthentication no\n\
+                 KbdInteractiveAuthentication {}\n\
+                 PasswordAuthentication {}\n\
                  PubkeyAuthentication yes\n\
                  AuthenticationMethods {methods}\n\
                  AuthorizedKeysFile .ssh/authorized_keys\n\
@@ -488,7 +526,9 @@ impl Sshd {
                  PrintLastLog no\n\
                  LogLevel DEBUG1\n",
                 host_key.display(),
-                dir.join("sshd.pid").display()
+                dir.join("sshd.pid").display(),
+                yes_no("keyboard-interactive"),
+                yes_no("password"),
             ),
         )
         .unwrap();

@@ -1,9 +1,10 @@
 #!/usr/bin/python3
-"""One SSH login with keyboard-interactive authentication, for the root-only end-to-end tests.
+"""One SSH login with keyboard-interactive (or password) authentication, for the root-only
+end-to-end tests.
 
 Run with Debian's /usr/bin/python3 (python3-paramiko):
 
-    ssh_login.py --port PORT --user NAME [--key FILE] [--command CMD]
+    ssh_login.py --port PORT --user NAME [--key FILE] [--password] [--command CMD]
 
 The conversation is driven line by line over stdin and stdout, so the caller can compute an answer
 from what the server has just shown (enroll on login shows a key, the answer is its code):
@@ -15,6 +16,10 @@ from what the server has just shown (enroll on login shows a key, the answer is 
   the userauth banner if the server sent one, what the remote command printed and its exit
   status, and the error if any.
 
+With --password, the client uses the "password" method instead: it reads the password as the
+first line of stdin (not from the command line, where any process could see it), sends it once
+with no fallback to keyboard-interactive, and prints no request events (the method has none).
+
 Exit status: 0 logged in (and the command ran), 1 authentication denied, 2 any other error.
 
 Where sshd (OpenSSH 9.2, UsePAM) puts PAM text (TEXT_INFO, ERROR_MSG):
@@ -22,6 +27,8 @@ Where sshd (OpenSSH 9.2, UsePAM) puts PAM text (TEXT_INFO, ERROR_MSG):
 - text before a failure comes as the instructions of a request with no prompts;
 - text before a success becomes a login message, sent as the userauth banner just before the
   success (paramiko keeps it for get_banner, it never reaches the handler).
+With the password method, sshd answers every hidden prompt with the password, and all PAM text
+goes into those login messages (so the client sees it only if the login succeeds).
 """
 
 import argparse
@@ -41,6 +48,11 @@ def main():
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--user", required=True)
     parser.add_argument("--key", help="an Ed25519 private key to offer first (publickey)")
+    parser.add_argument(
+        "--password",
+        action="store_true",
+        help="authenticate with the password method, the password being stdin's first line",
+    )
     parser.add_argument("--command", default="id -un", help="run with exec_command")
     args = parser.parse_args()
 
@@ -94,9 +106,14 @@ def authenticate(transport, args, result):
             result["outcome"] = "denied"
             return AUTH_DENIED
     try:
-        transport.auth_interactive(args.user, handler)
+        if args.password:
+            # No fallback: a server without the password method must not get the password
+            # through keyboard-interactive instead.
+            transport.auth_password(args.user, read_line(), fallback=False)
+        else:
+            transport.auth_interactive(args.user, handler)
     except paramiko.BadAuthenticationType as e:
-        # The server does not offer keyboard-interactive (now): a denial, not a PAM verdict.
+        # The server does not offer the method (now): a denial, not a PAM verdict.
         result["error"] = f"{type(e).__name__}: {e}"
         result["outcome"] = "denied"
         result["allowed_types"] = e.allowed_types
@@ -109,7 +126,7 @@ def authenticate(transport, args, result):
         result["error"] = f"{type(e).__name__}: {e}"
         return ERROR
     if not transport.is_authenticated():
-        result["error"] = "auth_interactive returned without authenticating"
+        result["error"] = "authentication returned without authenticating"
         return ERROR
     return None
 
@@ -131,11 +148,13 @@ def handler(title, instructions, prompts):
             "prompts": [[text, bool(echo)] for text, echo in prompts],
         }
     )
-    answers = []
-    for _ in prompts:
-        line = sys.stdin.readline()
-        answers.append(line[:-1] if line.endswith("\n") else line)
-    return answers
+    return [read_line() for _ in prompts]
+
+
+def read_line():
+    """One line of stdin without its newline; "" at the end of input."""
+    line = sys.stdin.readline()
+    return line[:-1] if line.endswith("\n") else line
 
 
 def run_command(transport, command, result):
