@@ -36,14 +36,29 @@ pub fn line(ident: &str, level: Level, message: &str) {
     unsafe { libc::syslog(priority, c"%s".as_ptr(), text.as_ptr()) };
 }
 
-/// A value for a `key=value` field: quoted (with escapes) when it holds a space, `=` or `"`, so
-/// that a hostile user name or rhost cannot pose as extra fields.
+/// A value for a `key=value` field: space, `=`, `"`, `\` and `%` are percent-encoded, so that a
+/// hostile user name or rhost can never hold something that reads as another field, even to an
+/// unanchored pattern such as fail2ban's `rhost=<HOST>`.
 pub fn field(value: &str) -> std::borrow::Cow<'_, str> {
-    if !value.is_empty() && !value.contains(|c: char| c.is_whitespace() || c == '=' || c == '"') {
-        std::borrow::Cow::Borrowed(value)
-    } else {
-        std::borrow::Cow::Owned(format!("{value:?}"))
+    const SPECIAL: &[char] = &[' ', '=', '"', '\\', '%'];
+    if value.is_empty() {
+        return std::borrow::Cow::Borrowed("(empty)");
     }
+    if !value.contains(|c: char| c.is_whitespace() || SPECIAL.contains(&c)) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        if c.is_whitespace() || SPECIAL.contains(&c) {
+            let mut bytes = [0u8; 4];
+            for b in c.encode_utf8(&mut bytes).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Replaces control characters with `\xNN`.
@@ -69,9 +84,9 @@ mod tests {
     #[test]
     fn field_values_cannot_pose_as_other_fields() {
         assert_eq!(super::field("alice"), "alice");
-        assert_eq!(super::field("a outcome=success"), "\"a outcome=success\"");
-        assert_eq!(super::field("q\"x"), "\"q\\\"x\"");
-        assert_eq!(super::field(""), "\"\"");
+        assert_eq!(super::field("a rhost=1.2.3.4"), "a%20rhost%3D1.2.3.4");
+        assert_eq!(super::field("q\"x\\%"), "q%22x%5C%25");
+        assert_eq!(super::field(""), "(empty)");
     }
 
     #[test]

@@ -612,7 +612,7 @@ fn check_reviews_the_pam_stacks_that_use_the_module() {
     fs::write(
         pam_dir.join("su"),
         format!(
-            "auth requisite pam_rootok.so\nauth required pam_unix.so\n\
+            "auth sufficient pam_rootok.so\nauth required pam_unix.so\n\
              auth required pam_twofold.so config={}\n",
             sandbox.config.display()
         ),

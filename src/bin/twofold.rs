@@ -13,7 +13,9 @@ use zeroize::Zeroizing;
 
 use pam_twofold::auth::{Clock, SystemClock};
 use pam_twofold::backup::{self, BackupCodes, Candidate, Cost};
-use pam_twofold::config::{Config, ModuleArgs, RecordsLocation, DEFAULT_CONFIG_PATH};
+use pam_twofold::config::{
+    Config, ModuleArgs, RecordsLocation, DEFAULT_CONFIG_PATH, ENROLL_NEEDS_CENTRAL_RECORDS,
+};
 use pam_twofold::enroll::{self, EnrollError, Pending};
 use pam_twofold::import::GoogleAuthenticator;
 use pam_twofold::log::{self, Level};
@@ -502,23 +504,44 @@ fn check_pam_stacks(dir: &Path, main_config: &Path, config: &Config) -> usize {
     files.sort();
     // Included names are relative to the PAM directory, as libpam reads them.
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
-    // Whether a line enrolls at login: its own argument, or the config it names.
+    // Whether a line enrolls at login (its own argument, or the config it names), or why the
+    // module there refuses every login.
     let enrolls = |args: &ModuleArgs| {
-        args.enroll_on_login
-            || match args.config_path() {
-                path if path == main_config => config.enroll_on_login,
-                // A config that does not load refuses every login; assume the riskier reading.
-                path => Config::load(path).map_or(true, |c| c.enroll_on_login),
+        let loaded;
+        let named = match args.config_path() {
+            path if path == main_config => config,
+            path => {
+                loaded = Config::load(path)
+                    .map_err(|e| format!("config {e}: the module refuses every login here"))?;
+                &loaded
             }
+        };
+        if args.enroll_on_login && named.records.location() == RecordsLocation::Home {
+            return Err(format!(
+                "module argument {ENROLL_NEEDS_CENTRAL_RECORDS}: the module refuses every login here"
+            ));
+        }
+        Ok(args.enroll_on_login || named.enroll_on_login)
     };
     let (mut uses, mut problems) = (0, 0);
     for file in files {
         let Some(service) = file.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        // Service files are small; anything unreadable or not text is simply not ours.
-        let Ok(text) = std::fs::read_to_string(&file) else {
+        // libpam reads only the file named after the service: backups are not stacks.
+        const BACKUPS: &[&str] = &[
+            ".dpkg-", "~", ".pam-old", ".bak", ".old", ".save", ".orig", ".ucf-", ".rpmnew",
+            ".rpmsave", ".rpmorig",
+        ];
+        if BACKUPS.iter().any(|b| service.contains(b)) || !file.is_file() {
             continue;
+        }
+        let text = match std::fs::read(&file) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) => {
+                println!("{}: cannot read: {e}", file.display());
+                continue;
+            }
         };
         for found in pamconf::twofold_lines(service, &text, &read, &enrolls) {
             uses += 1;
