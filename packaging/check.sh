@@ -230,10 +230,12 @@ must_be_refused "a wrong code" "$svc_login" "$password" "$(printf '%06d' $(((10#
 pamtester "$svc_su" "$user" authenticate </dev/null >"$work/pamtester.log" 2>&1 ||
   { cat "$work/pamtester.log" >&2; fail "$svc_su: root was asked for more than nothing"; }
 echo "$svc_su: root: logged in without a password or code"
-# twofold check follows the stacks' @include lines: the files they include come along.
-cp /etc/pam.d/common-{auth,account,password,session,session-noninteractive} "/etc/pam.d/$svc_login" "/etc/pam.d/$svc_su" "$work/review/"
+# twofold check follows the stacks' @include lines: the files they include come along. The su
+# stack is reviewed under its real name: pam_rootok is root's shortcut only in su.
+cp /etc/pam.d/common-{auth,account,password,session,session-noninteractive} "/etc/pam.d/$svc_login" "$work/review/"
+cp "/etc/pam.d/$svc_su" "$work/review/su"
 logged check-stacks /usr/bin/twofold check --pam-dir "$work/review"
-for svc in "$svc_login" "$svc_su"; do
+for svc in "$svc_login" su; do
   grep -q "/$svc:.*: ok" "$work/check-stacks.log" || fail "twofold check did not find $svc fine"
 done
 rm -f "$work"/review/*
