@@ -41,7 +41,7 @@ pub struct TwofoldLine {
 /// Includes nested deeper than this are reported rather than followed (libpam allows 16).
 const MAX_INCLUDE_DEPTH: usize = 16;
 /// Paths followed before giving up on a stack too branchy to check.
-const MAX_PATHS: usize = 200_000;
+const MAX_PATHS: usize = 50_000;
 
 /// Finds the `auth` lines that load pam_twofold in service `service` (whose text is `text`) and
 /// judges the stack. `read` returns the text of an included file by the name the line gives;
@@ -55,6 +55,7 @@ pub fn twofold_lines(
 ) -> Vec<TwofoldLine> {
     let mut loader = Loader {
         read,
+        labels: Vec::new(),
         unreadable: BTreeSet::new(),
         path: vec![service.to_string()],
     };
@@ -89,7 +90,7 @@ pub fn twofold_lines(
         return found;
     }
     let rootok_is_root_only = ROOT_ONLY_ROOTOK.contains(&service);
-    let verdict = Runner::new(rootok_is_root_only).run(&stack);
+    let verdict = Runner::new(rootok_is_root_only, &loader.labels).run(&stack);
     let first = &mut found[0].findings;
     if verdict.too_complex {
         first.push((
@@ -159,6 +160,8 @@ enum Node {
 
 #[derive(Clone)]
 struct Module {
+    /// Its index among the stack's modules, for the report of a path.
+    id: usize,
     file: String,
     line: usize,
     control: String,
@@ -193,6 +196,8 @@ enum Action {
 
 struct Loader<'a> {
     read: &'a dyn Fn(&str) -> Option<String>,
+    /// The label of each module loaded so far, by id.
+    labels: Vec<String>,
     unreadable: BTreeSet<String>,
     /// The includes being read, to stop loops.
     path: Vec<String>,
@@ -205,7 +210,7 @@ impl Loader<'_> {
             let (name, substack) = match Entry::parse(&entry) {
                 None => continue,
                 Some(Entry::Module(control, name, args)) => {
-                    nodes.push(Node::Module(Module::new(file, line, control, name, args)));
+                    nodes.push(Node::Module(self.module(file, line, control, name, args)));
                     continue;
                 }
                 Some(Entry::Include(name)) => (name, false),
@@ -217,7 +222,7 @@ impl Loader<'_> {
             let Some(text) = text else {
                 self.unreadable.insert(name);
                 // libpam fails a stack whose include it cannot read.
-                nodes.push(Node::Module(Module::new(
+                nodes.push(Node::Module(self.module(
                     file,
                     line,
                     "required".into(),
@@ -239,8 +244,30 @@ impl Loader<'_> {
     }
 }
 
+impl Loader<'_> {
+    fn module(
+        &mut self,
+        file: &str,
+        line: usize,
+        control: String,
+        name: String,
+        args: Vec<String>,
+    ) -> Module {
+        let module = Module::new(self.labels.len(), file, line, control, name, args);
+        self.labels.push(module.label());
+        module
+    }
+}
+
 impl Module {
-    fn new(file: &str, line: usize, control: String, name: String, args: Vec<String>) -> Module {
+    fn new(
+        id: usize,
+        file: &str,
+        line: usize,
+        control: String,
+        name: String,
+        args: Vec<String>,
+    ) -> Module {
         let kind = match name.rsplit('/').next().unwrap_or(&name) {
             "pam_twofold.so" | "libpam_twofold.so" => Kind::Twofold,
             "pam_unix.so" | "pam_sss.so" | "pam_ldap.so" | "pam_krb5.so" | "pam_winbind.so"
@@ -254,6 +281,7 @@ impl Module {
         };
         let (on_success, on_failure) = actions(&control);
         Module {
+            id,
             file: file.to_string(),
             line,
             control,
@@ -402,8 +430,8 @@ struct Run {
     twofold_failed: Option<(String, usize)>,
     password_succeeded: bool,
     password_failed: bool,
-    /// The module results of this path, for the report.
-    trail: Vec<String>,
+    /// The module results of this path (module id, succeeded), for the report.
+    trail: Vec<(usize, bool)>,
 }
 
 #[derive(Default)]
@@ -415,8 +443,9 @@ struct Verdict {
     too_complex: bool,
 }
 
-struct Runner {
+struct Runner<'l> {
     rootok_is_root_only: bool,
+    labels: &'l [String],
     paths: usize,
     verdict: Verdict,
 }
@@ -427,10 +456,11 @@ enum Ended {
     Stopped(Run),
 }
 
-impl Runner {
-    fn new(rootok_is_root_only: bool) -> Runner {
+impl<'l> Runner<'l> {
+    fn new(rootok_is_root_only: bool, labels: &'l [String]) -> Runner<'l> {
         Runner {
             rootok_is_root_only,
+            labels,
             paths: 0,
             verdict: Verdict::default(),
         }
@@ -453,13 +483,11 @@ impl Runner {
                 continue;
             }
             if !run.twofold_ran && self.verdict.bypass.is_none() {
-                self.verdict.bypass = Some(describe(&run.trail));
+                self.verdict.bypass = Some(self.describe(&run.trail));
             }
             if let Some(at) = run.twofold_failed.clone() {
-                self.verdict
-                    .failed_but_passed
-                    .entry(at)
-                    .or_insert_with(|| describe(&run.trail));
+                let path = self.describe(&run.trail);
+                self.verdict.failed_but_passed.entry(at).or_insert(path);
             }
         }
         self.verdict
@@ -489,11 +517,7 @@ impl Runner {
                     for &succeeds in self.outcomes(module) {
                         self.paths += 1;
                         let mut run = run.clone();
-                        run.trail.push(format!(
-                            "{} {}",
-                            module.label(),
-                            if succeeds { "succeeds" } else { "fails" }
-                        ));
+                        run.trail.push((module.id, succeeds));
                         self.note(module, succeeds, &mut run);
                         let action = if succeeds {
                             module.on_success
@@ -536,10 +560,11 @@ impl Runner {
             Kind::Twofold => {
                 run.twofold_ran = true;
                 if run.password_failed && !run.password_succeeded {
+                    let path = self.describe(&run.trail[..run.trail.len() - 1]);
                     self.verdict
                         .reached_after_wrong_password
                         .entry((module.file.clone(), module.line))
-                        .or_insert_with(|| describe(&run.trail[..run.trail.len() - 1]));
+                        .or_insert(path);
                 }
                 if !succeeds && run.twofold_failed.is_none() {
                     run.twofold_failed = Some((module.file.clone(), module.line));
@@ -589,11 +614,20 @@ fn apply(action: Action, succeeds: bool, run: &mut Run) -> Next {
     }
 }
 
-fn describe(trail: &[String]) -> String {
-    if trail.is_empty() {
-        "no module runs".into()
-    } else {
-        trail.join(", ")
+impl Runner<'_> {
+    /// A path in words: "pam_unix.so (common-auth:1) fails, pam_deny.so (...) fails".
+    fn describe(&self, trail: &[(usize, bool)]) -> String {
+        if trail.is_empty() {
+            return "no module runs".into();
+        }
+        let steps: Vec<String> = trail
+            .iter()
+            .map(|&(id, succeeded)| {
+                let label = self.labels.get(id).map_or("?", String::as_str);
+                format!("{label} {}", if succeeded { "succeeds" } else { "fails" })
+            })
+            .collect();
+        steps.join(", ")
     }
 }
 
@@ -824,6 +858,19 @@ mod tests {
             warnings.iter().any(|m| m.contains("`loop`")),
             "{warnings:?}"
         );
+    }
+
+    #[test]
+    fn a_stack_with_too_many_paths_is_reported_not_followed_forever() {
+        let text = format!(
+            "{}auth required pam_twofold.so\n",
+            "auth optional pam_other.so\n".repeat(40)
+        );
+        let lines = lint(&text, false);
+        assert!(lines[0]
+            .findings
+            .iter()
+            .any(|(s, m)| *s == Severity::Warning && m.contains("too many paths")));
     }
 
     #[test]

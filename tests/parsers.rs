@@ -890,3 +890,94 @@ max_failures = 5
 window_secs = 300
 lock_secs = 900
 "#;
+
+// ---- PAM service files (`twofold check`): any text, any include graph, terminates.
+
+/// Lines built from the words PAM stacks are made of, so that most cases are stacks.
+fn pam_line() -> impl Strategy<Value = String> {
+    let kinds = select(vec![
+        "auth", "-auth", "AUTH", "account", "@include", "#auth",
+    ]);
+    let controls = select(vec![
+        "required",
+        "requisite",
+        "sufficient",
+        "optional",
+        "include",
+        "substack",
+        "[success=1 default=ignore]",
+        "[success=done default=die]",
+        "[default=2]",
+        "[success=ok auth_err=ignore default=bad]",
+        "[reset",
+        "]",
+    ]);
+    let modules = select(vec![
+        "pam_unix.so",
+        "pam_twofold.so",
+        "/x/pam_twofold.so",
+        "pam_deny.so",
+        "pam_permit.so",
+        "pam_rootok.so",
+        "a",
+        "b",
+        "pam_other.so",
+    ]);
+    let args = select(vec![
+        "",
+        "nullok",
+        "enroll_on_login",
+        "forward_pass",
+        "bogus",
+        "\\",
+    ]);
+    (kinds, controls, modules, args).prop_map(|(k, c, m, a)| format!("{k} {c} {m} {a}"))
+}
+
+proptest! {
+    #![proptest_config(cases(300))]
+
+    #[test]
+    fn pam_stack_review_terminates_without_panicking(
+        service in vec(pam_line(), 0..12),
+        a in vec(pam_line(), 0..8),
+        b in vec(pam_line(), 0..8),
+    ) {
+        // Includes `a` and `b` may include each other and themselves.
+        let (a, b) = (a.join("\n"), b.join("\n"));
+        let read = |name: &str| match name {
+            "a" => Some(a.clone()),
+            "b" => Some(b.clone()),
+            _ => None,
+        };
+        let started = Instant::now();
+        let lines = pam_twofold::pamconf::twofold_lines(
+            "svc",
+            &service.join("\n"),
+            &read,
+            &|args| Ok(args.enroll_on_login),
+        );
+        prop_assert!(started.elapsed() < Duration::from_secs(5));
+        for line in lines {
+            for (_, finding) in &line.findings {
+                prop_assert!(!finding.contains('\n'), "{finding}");
+            }
+        }
+    }
+}
+
+#[test]
+fn pam_stack_review_survives_arbitrary_bytes() {
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..200 {
+        let text: String = (0..512)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                char::from(b" \n\t[]=#\\-@authsuficenrqdpmx_.12"[(rng % 31) as usize])
+            })
+            .collect();
+        let _ = pam_twofold::pamconf::twofold_lines("svc", &text, &|_| None, &|_| Ok(true));
+    }
+}
