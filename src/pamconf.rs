@@ -64,7 +64,9 @@ pub fn twofold_lines(
     collect(&stack, &mut modules);
     let mut found: Vec<TwofoldLine> = Vec::new();
     let mut enrolling = Vec::new();
+    let mut ids = Vec::new();
     for module in modules.iter().filter(|m| m.kind == Kind::Twofold) {
+        ids.push(module.id);
         let mut findings = Vec::new();
         let mut enrolls_here = false;
         match ModuleArgs::parse(&module.args) {
@@ -105,7 +107,7 @@ pub fn twofold_lines(
         ));
     }
     for (index, twofold) in found.iter_mut().enumerate() {
-        let at = (twofold.file.clone(), twofold.line);
+        let at = ids[index];
         if let Some(path) = verdict.failed_but_passed.get(&at) {
             twofold.findings.push((
                 Severity::Problem,
@@ -152,7 +154,7 @@ const ROOT_ONLY_ROOTOK: &[&str] = &["su", "su-l", "runuser", "runuser-l", "chfn"
 // ---- The stack as libpam sees it.
 
 enum Node {
-    Module(Module),
+    Module(Box<Module>),
     /// `substack`: done and die end only the substack, and a jump in the parent counts it as
     /// one module.
     Substack(Vec<Node>),
@@ -168,8 +170,8 @@ struct Module {
     name: String,
     args: Vec<String>,
     kind: Kind,
-    on_success: Action,
-    on_failure: Action,
+    /// What the control does with each return code this model follows, by `Code` index.
+    actions: [Action; CODES.len()],
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,7 +212,9 @@ impl Loader<'_> {
             let (name, substack) = match Entry::parse(&entry) {
                 None => continue,
                 Some(Entry::Module(control, name, args)) => {
-                    nodes.push(Node::Module(self.module(file, line, control, name, args)));
+                    nodes.push(Node::Module(Box::new(
+                        self.module(file, line, control, name, args),
+                    )));
                     continue;
                 }
                 Some(Entry::Include(name)) => (name, false),
@@ -221,14 +225,18 @@ impl Loader<'_> {
                 .flatten();
             let Some(text) = text else {
                 self.unreadable.insert(name);
-                // libpam fails a stack whose include it cannot read.
-                nodes.push(Node::Module(self.module(
+                // libpam fails a stack whose include it cannot read; for a substack it keeps the
+                // substack's own entry too, which a jump counts.
+                if substack {
+                    nodes.push(Node::Substack(Vec::new()));
+                }
+                nodes.push(Node::Module(Box::new(self.module(
                     file,
                     line,
                     "required".into(),
                     "pam_deny.so".into(),
                     vec![],
-                )));
+                ))));
                 continue;
             };
             self.path.push(name.clone());
@@ -279,7 +287,7 @@ impl Module {
             "pam_rootok.so" => Kind::Rootok,
             _ => Kind::Other,
         };
-        let (on_success, on_failure) = actions(&control);
+        let actions = actions(&control);
         Module {
             id,
             file: file.to_string(),
@@ -288,8 +296,7 @@ impl Module {
             name,
             args,
             kind,
-            on_success,
-            on_failure,
+            actions,
         }
     }
 
@@ -299,40 +306,139 @@ impl Module {
     }
 }
 
-/// What a control does when the module succeeds, and when it fails with an authentication
-/// error (the failure a wrong password or code gives).
-fn actions(control: &str) -> (Action, Action) {
-    match control {
-        "required" => (Action::Ok, Action::Bad),
-        "requisite" => (Action::Ok, Action::Die),
-        "sufficient" => (Action::Done, Action::Ignore),
-        "optional" => (Action::Ok, Action::Ignore),
-        bracketed => {
-            let pairs: Vec<(&str, &str)> = bracketed
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .split_whitespace()
-                .filter_map(|pair| pair.split_once('='))
-                .collect();
-            // The value's own action, else default, else bad (pam.conf(5)).
-            let action_for = |value: &str| {
-                let action = pairs
-                    .iter()
-                    .find(|(v, _)| *v == value)
-                    .or_else(|| pairs.iter().find(|(v, _)| *v == "default"))
-                    .map_or("bad", |(_, a)| *a);
-                match action {
-                    "ignore" => Action::Ignore,
-                    "ok" => Action::Ok,
-                    "done" => Action::Done,
-                    "die" => Action::Die,
-                    "reset" => Action::Reset,
-                    n => n.parse().map_or(Action::Bad, Action::Jump),
-                }
-            };
-            (action_for("success"), action_for("auth_err"))
+/// The return codes the model follows: what a password or code check gives (success, a wrong
+/// answer), and the others modules commonly return, each of which a control may route apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Code {
+    Success,
+    AuthErr,
+    Ignore,
+    UserUnknown,
+    AuthinfoUnavail,
+    Maxtries,
+    ConvErr,
+}
+
+const CODES: [Code; 7] = [
+    Code::Success,
+    Code::AuthErr,
+    Code::Ignore,
+    Code::UserUnknown,
+    Code::AuthinfoUnavail,
+    Code::Maxtries,
+    Code::ConvErr,
+];
+
+impl Code {
+    fn index(self) -> usize {
+        CODES.iter().position(|&c| c == self).unwrap_or(0)
+    }
+
+    /// Its name in a bracketed control.
+    fn name(self) -> &'static str {
+        match self {
+            Code::Success => "success",
+            Code::AuthErr => "auth_err",
+            Code::Ignore => "ignore",
+            Code::UserUnknown => "user_unknown",
+            Code::AuthinfoUnavail => "authinfo_unavail",
+            Code::Maxtries => "maxtries",
+            Code::ConvErr => "conv_err",
         }
     }
+}
+
+/// Every value name a bracketed control may use (pam.conf(5)); any other makes libpam treat the
+/// whole line as `bad` for every value.
+const VALUE_NAMES: &[&str] = &[
+    "success",
+    "open_err",
+    "symbol_err",
+    "service_err",
+    "system_err",
+    "buf_err",
+    "perm_denied",
+    "auth_err",
+    "cred_insufficient",
+    "authinfo_unavail",
+    "user_unknown",
+    "maxtries",
+    "new_authtok_reqd",
+    "acct_expired",
+    "session_err",
+    "cred_unavail",
+    "cred_expired",
+    "cred_err",
+    "no_module_data",
+    "conv_err",
+    "authtok_err",
+    "authtok_recover_err",
+    "authtok_lock_busy",
+    "authtok_disable_aging",
+    "try_again",
+    "ignore",
+    "abort",
+    "authtok_expired",
+    "module_unknown",
+    "bad_item",
+    "conv_again",
+    "incomplete",
+    "default",
+];
+
+/// What a control does with each code, as libpam reads it.
+fn actions(control: &str) -> [Action; CODES.len()] {
+    let keyword = |success: Action, ignore: Action, other: Action| {
+        CODES.map(|code| match code {
+            Code::Success => success,
+            Code::Ignore => ignore,
+            _ => other,
+        })
+    };
+    // Keywords are read without regard to case; a bracket's contents are not.
+    match control.to_ascii_lowercase().as_str() {
+        "required" => return keyword(Action::Ok, Action::Ignore, Action::Bad),
+        "requisite" => return keyword(Action::Ok, Action::Ignore, Action::Die),
+        "sufficient" => return keyword(Action::Done, Action::Ignore, Action::Ignore),
+        "optional" => return keyword(Action::Ok, Action::Ignore, Action::Ignore),
+        _ => {}
+    }
+    let all_bad = [Action::Bad; CODES.len()];
+    let Some(inner) = control.strip_prefix('[').and_then(|c| c.strip_suffix(']')) else {
+        return all_bad;
+    };
+    // `value=action` pairs in order: a later value overrides an earlier one, and `default` fills
+    // only what is still unset when it is read. Unset at the end means bad. Anything libpam
+    // cannot parse makes every value bad.
+    let mut table: [Option<Action>; CODES.len()] = [None; CODES.len()];
+    for pair in inner.split_whitespace() {
+        let Some((value, action)) = pair.split_once('=') else {
+            return all_bad;
+        };
+        let action = match action {
+            "ignore" => Action::Ignore,
+            "ok" => Action::Ok,
+            "done" => Action::Done,
+            "bad" => Action::Bad,
+            "die" => Action::Die,
+            "reset" => Action::Reset,
+            n => match n.parse::<usize>() {
+                Ok(jump) if jump > 0 => Action::Jump(jump),
+                _ => return all_bad,
+            },
+        };
+        if !VALUE_NAMES.contains(&value) {
+            return all_bad;
+        }
+        if value == "default" {
+            for slot in table.iter_mut().filter(|slot| slot.is_none()) {
+                *slot = Some(action);
+            }
+        } else if let Some(code) = CODES.iter().find(|c| c.name() == value) {
+            table[code.index()] = Some(action);
+        }
+    }
+    table.map(|action| action.unwrap_or(Action::Bad))
 }
 
 /// Lines with comments removed and `\` continuations joined, each with its first line number.
@@ -382,7 +488,7 @@ impl Entry {
         // A bracketed control may contain spaces, and the module may follow `]` directly.
         let (control, rest) = if rest.starts_with('[') {
             let end = rest.find(']')?;
-            (rest[..=end].to_ascii_lowercase(), &rest[end + 1..])
+            (rest[..=end].to_string(), &rest[end + 1..])
         } else {
             let (control, rest) = rest.split_once(char::is_whitespace)?;
             (control.to_ascii_lowercase(), rest)
@@ -412,33 +518,63 @@ fn collect<'s>(nodes: &'s [Node], out: &mut Vec<&'s Module>) {
 
 // ---- Running the stack.
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Impression {
     Undecided,
     Positive,
     Negative,
 }
 
+/// What `Run::key` compares.
+type RunKey = (
+    Impression,
+    bool,
+    Vec<(Impression, bool)>,
+    bool,
+    Option<usize>,
+    bool,
+    bool,
+);
+
 /// The state of one path through the stack.
 #[derive(Clone)]
 struct Run {
+    /// What the path decides so far: libpam's impression, and with a positive one whether the
+    /// status it holds is success.
     impression: Impression,
-    /// With a positive impression: whether the status it holds is success.
     status_success: bool,
+    /// The decision at the start of each substack being run: `reset` goes back to it.
+    entered: Vec<(Impression, bool)>,
     twofold_ran: bool,
-    /// A pam_twofold line that failed on this path.
-    twofold_failed: Option<(String, usize)>,
+    /// A pam_twofold line that returned anything but success on this path.
+    twofold_failed: Option<usize>,
     password_succeeded: bool,
     password_failed: bool,
     /// The module results of this path (module id, succeeded), for the report.
     trail: Vec<(usize, bool)>,
 }
 
+impl Run {
+    /// Everything that decides how the path goes on, without how it got here.
+    fn key(&self) -> RunKey {
+        (
+            self.impression,
+            self.status_success,
+            self.entered.clone(),
+            self.twofold_ran,
+            self.twofold_failed,
+            self.password_succeeded,
+            self.password_failed,
+        )
+    }
+}
+
 #[derive(Default)]
 struct Verdict {
     bypass: Option<String>,
-    failed_but_passed: std::collections::BTreeMap<(String, usize), String>,
-    reached_after_wrong_password: std::collections::BTreeMap<(String, usize), String>,
+    /// By pam_twofold module id.
+    failed_but_passed: std::collections::BTreeMap<usize, String>,
+    reached_after_wrong_password: std::collections::BTreeMap<usize, String>,
     any_password_module: bool,
     too_complex: bool,
 }
@@ -448,12 +584,6 @@ struct Runner<'l> {
     labels: &'l [String],
     paths: usize,
     verdict: Verdict,
-}
-
-/// How a sequence of nodes ended: having run to its end, or stopped by done or die.
-enum Ended {
-    Fell(Run),
-    Stopped(Run),
 }
 
 impl<'l> Runner<'l> {
@@ -470,14 +600,14 @@ impl<'l> Runner<'l> {
         let start = Run {
             impression: Impression::Undecided,
             status_success: false,
+            entered: Vec::new(),
             twofold_ran: false,
             twofold_failed: None,
             password_succeeded: false,
             password_failed: false,
             trail: Vec::new(),
         };
-        for ended in self.sequence(stack, start) {
-            let (Ended::Fell(run) | Ended::Stopped(run)) = ended;
+        for run in self.sequence(stack, start) {
             let success = run.impression == Impression::Positive && run.status_success;
             if !success {
                 continue;
@@ -485,49 +615,65 @@ impl<'l> Runner<'l> {
             if !run.twofold_ran && self.verdict.bypass.is_none() {
                 self.verdict.bypass = Some(self.describe(&run.trail));
             }
-            if let Some(at) = run.twofold_failed.clone() {
+            if let Some(id) = run.twofold_failed {
                 let path = self.describe(&run.trail);
-                self.verdict.failed_but_passed.entry(at).or_insert(path);
+                self.verdict.failed_but_passed.entry(id).or_insert(path);
             }
         }
         self.verdict
     }
 
-    /// Every way `nodes` can end, starting from `run`.
-    fn sequence(&mut self, nodes: &[Node], run: Run) -> Vec<Ended> {
+    /// Every way `nodes` (one level: the stack, or a substack) can end, starting from `run`.
+    /// Paths that reach a node in the same state are followed once.
+    fn sequence(&mut self, nodes: &[Node], run: Run) -> Vec<Run> {
         let mut ended = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut pending = vec![(0usize, run)];
-        while let Some((at, run)) = pending.pop() {
+        while let Some((at, mut run)) = pending.pop() {
+            if !seen.insert((at, run.key())) {
+                continue;
+            }
             if self.paths > MAX_PATHS {
                 self.verdict.too_complex = true;
                 return ended;
             }
+            self.paths += 1;
+            if at > nodes.len() {
+                // libpam: a jump past the end of its level is a bad jump, which fails the login.
+                run.impression = Impression::Negative;
+            }
             let Some(node) = nodes.get(at) else {
-                ended.push(Ended::Fell(run));
+                ended.push(run);
                 continue;
             };
             match node {
                 Node::Substack(inner) => {
-                    for inner_end in self.sequence(inner, run) {
-                        let (Ended::Fell(run) | Ended::Stopped(run)) = inner_end;
-                        pending.push((at + 1, run));
+                    let mut entering = run;
+                    entering
+                        .entered
+                        .push((entering.impression, entering.status_success));
+                    for mut left in self.sequence(inner, entering) {
+                        left.entered.pop();
+                        pending.push((at + 1, left));
                     }
                 }
                 Node::Module(module) => {
-                    for &succeeds in self.outcomes(module) {
-                        self.paths += 1;
-                        let mut run = run.clone();
-                        run.trail.push((module.id, succeeds));
-                        self.note(module, succeeds, &mut run);
-                        let action = if succeeds {
-                            module.on_success
-                        } else {
-                            module.on_failure
-                        };
-                        match apply(action, succeeds, &mut run) {
-                            Next::Continue => pending.push((at + 1, run)),
-                            Next::Jump(n) => pending.push((at + 1 + n, run)),
-                            Next::Stop => ended.push(Ended::Stopped(run)),
+                    // Codes the control routes the same way lead to the same state.
+                    let mut taken = Vec::new();
+                    for &code in self.codes(module) {
+                        let action = module.actions[code.index()];
+                        let succeeds = code == Code::Success;
+                        if taken.contains(&(action, succeeds)) {
+                            continue;
+                        }
+                        taken.push((action, succeeds));
+                        let mut next = run.clone();
+                        next.trail.push((module.id, succeeds));
+                        self.note(module, succeeds, &mut next);
+                        match apply(action, succeeds, &mut next) {
+                            Next::Continue => pending.push((at + 1, next)),
+                            Next::Jump(n) => pending.push((at + 1 + n, next)),
+                            Next::Stop => ended.push(next),
                         }
                     }
                 }
@@ -537,16 +683,38 @@ impl<'l> Runner<'l> {
     }
 
     /// What a module may return on some login.
-    fn outcomes(&self, module: &Module) -> &'static [bool] {
+    fn codes(&self, module: &Module) -> &'static [Code] {
         match module.kind {
-            Kind::Deny => &[false],
-            Kind::Permit => &[true],
-            Kind::Rootok if self.rootok_is_root_only => &[false],
-            _ => &[true, false],
+            Kind::Deny => &[Code::AuthErr],
+            Kind::Permit => &[Code::Success],
+            Kind::Rootok if self.rootok_is_root_only => &[Code::AuthErr],
+            // A locked user gets PAM_MAXTRIES, a hang-up PAM_CONV_ERR, a broken file
+            // PAM_AUTHINFO_UNAVAIL. (PAM_IGNORE, for nullok, is meant to let users through.)
+            Kind::Twofold => &[
+                Code::Success,
+                Code::AuthErr,
+                Code::Maxtries,
+                Code::ConvErr,
+                Code::AuthinfoUnavail,
+            ],
+            // Password modules answer for the accounts they know; pam_unix never ignores.
+            Kind::Password => &[
+                Code::Success,
+                Code::AuthErr,
+                Code::UserUnknown,
+                Code::AuthinfoUnavail,
+            ],
+            _ => &[
+                Code::Success,
+                Code::AuthErr,
+                Code::Ignore,
+                Code::UserUnknown,
+                Code::AuthinfoUnavail,
+            ],
         }
     }
 
-    /// Records what the module's run means for the three questions.
+    /// Records what the module's result means for the three questions.
     fn note(&mut self, module: &Module, succeeds: bool, run: &mut Run) {
         match module.kind {
             Kind::Password => {
@@ -563,15 +731,30 @@ impl<'l> Runner<'l> {
                     let path = self.describe(&run.trail[..run.trail.len() - 1]);
                     self.verdict
                         .reached_after_wrong_password
-                        .entry((module.file.clone(), module.line))
+                        .entry(module.id)
                         .or_insert(path);
                 }
                 if !succeeds && run.twofold_failed.is_none() {
-                    run.twofold_failed = Some((module.file.clone(), module.line));
+                    run.twofold_failed = Some(module.id);
                 }
             }
             _ => {}
         }
+    }
+
+    /// A path in words: "pam_unix.so (common-auth:1) fails, pam_deny.so (...) fails".
+    fn describe(&self, trail: &[(usize, bool)]) -> String {
+        if trail.is_empty() {
+            return "no module runs".into();
+        }
+        let steps: Vec<String> = trail
+            .iter()
+            .map(|&(id, succeeded)| {
+                let label = self.labels.get(id).map_or("?", String::as_str);
+                format!("{label} {}", if succeeded { "succeeds" } else { "fails" })
+            })
+            .collect();
+        steps.join(", ")
     }
 }
 
@@ -607,27 +790,15 @@ fn apply(action: Action, succeeds: bool, run: &mut Run) -> Next {
             }
         }
         Action::Reset => {
-            run.impression = Impression::Undecided;
+            // Back to the decision at the start of the substack, or of the stack.
+            (run.impression, run.status_success) = run
+                .entered
+                .last()
+                .copied()
+                .unwrap_or((Impression::Undecided, false));
             Next::Continue
         }
         Action::Jump(n) => Next::Jump(n),
-    }
-}
-
-impl Runner<'_> {
-    /// A path in words: "pam_unix.so (common-auth:1) fails, pam_deny.so (...) fails".
-    fn describe(&self, trail: &[(usize, bool)]) -> String {
-        if trail.is_empty() {
-            return "no module runs".into();
-        }
-        let steps: Vec<String> = trail
-            .iter()
-            .map(|&(id, succeeded)| {
-                let label = self.labels.get(id).map_or("?", String::as_str);
-                format!("{label} {}", if succeeded { "succeeds" } else { "fails" })
-            })
-            .collect();
-        steps.join(", ")
     }
 }
 
@@ -861,16 +1032,65 @@ mod tests {
     }
 
     #[test]
-    fn a_stack_with_too_many_paths_is_reported_not_followed_forever() {
+    fn a_long_stack_is_checked_by_states_not_by_paths() {
+        // 2^40 paths, but few distinct states at each line.
         let text = format!(
-            "{}auth required pam_twofold.so\n",
+            "auth requisite pam_unix.so\n{}auth required pam_twofold.so\n",
             "auth optional pam_other.so\n".repeat(40)
         );
-        let lines = lint(&text, false);
-        assert!(lines[0]
-            .findings
-            .iter()
-            .any(|(s, m)| *s == Severity::Warning && m.contains("too many paths")));
+        assert!(is_clean(&text, true));
+    }
+
+    #[test]
+    fn libpam_details_reset_bad_jumps_parse_errors_and_other_codes() {
+        let with = |svc: &str, inc: &str, enroll: bool| {
+            let inc = inc.to_string();
+            let read = move |name: &str| (name == "inc").then(|| inc.clone());
+            problems(&twofold_lines("svc", svc, &read, &|_| Ok(enroll)))
+        };
+        // reset in a substack goes back to the decision at its start (here: the password's).
+        let found = with(
+            "auth required pam_unix.so\nauth substack inc\n",
+            "auth [default=reset] pam_twofold.so\n",
+            false,
+        );
+        assert!(
+            found.iter().any(|m| m.contains("wrong code here")),
+            "{found:?}"
+        );
+        // A jump past the end fails the login: no false alarm...
+        assert!(is_clean(
+            "auth required pam_permit.so\nauth [success=ok default=1] pam_twofold.so\n",
+            false
+        ));
+        // ...and a failed substack does not stop a later sufficient line from running on.
+        let found = with(
+            "auth substack inc\nauth sufficient pam_permit.so\nauth required pam_twofold.so\n",
+            "auth [success=ok default=1] pam_unix.so\n",
+            true,
+        );
+        assert!(
+            found.iter().any(|m| m.contains("wrong password can reach")),
+            "{found:?}"
+        );
+        // A bracket libpam cannot parse is bad for every value, success included.
+        for control in [
+            "[success=ok default=die foo=bar]",
+            "[SUCCESS=ok DEFAULT=die]",
+            "[success=0 default=die]",
+            "[success=okay default=die]",
+            "[success=ok auth_err=die auth_err=ignore]",
+        ] {
+            let text = format!("auth {control} pam_unix.so\nauth required pam_twofold.so\n");
+            assert_eq!(problems(&lint(&text, true)).len(), 1, "{control}");
+        }
+        // pam_twofold's other failures (a locked user: PAM_MAXTRIES) go through `default`.
+        let text = "auth requisite pam_unix.so\nauth [success=ok auth_err=bad default=ignore] pam_twofold.so\n";
+        assert!(problems(&lint(text, false))[0].contains("wrong code here"));
+        // Other modules may return PAM_IGNORE, which a control may route apart.
+        let text = "auth [default=ignore success=1 auth_err=bad] pam_foo.so\nauth sufficient pam_permit.so\n\
+                    auth required pam_twofold.so\n";
+        assert!(problems(&lint(text, false))[0].contains("without pam_twofold running"));
     }
 
     #[test]
