@@ -56,6 +56,7 @@ pub fn twofold_lines(
     let mut loader = Loader {
         read,
         labels: Vec::new(),
+        cannot_start: false,
         unreadable: BTreeSet::new(),
         path: vec![service.to_string()],
     };
@@ -92,7 +93,9 @@ pub fn twofold_lines(
         return found;
     }
     let rootok_is_root_only = ROOT_ONLY_ROOTOK.contains(&service);
-    let verdict = Runner::new(rootok_is_root_only, &loader.labels).run(&stack);
+    // A service libpam cannot start runs nothing, and lets nobody in.
+    let runnable: &[Node] = if loader.cannot_start { &[] } else { &stack };
+    let verdict = Runner::new(rootok_is_root_only, &loader.labels).run(runnable);
     let first = &mut found[0].findings;
     if verdict.too_complex {
         first.push((
@@ -136,6 +139,14 @@ pub fn twofold_lines(
                 ),
             ));
         }
+    }
+    if loader.cannot_start {
+        found[0].findings.push((
+            Severity::Warning,
+            "libpam cannot start this service (a file it `@include`s is missing): every login \
+             through it fails"
+                .into(),
+        ));
     }
     for name in &loader.unreadable {
         found[0].findings.push((
@@ -203,13 +214,15 @@ struct Loader<'a> {
     unreadable: BTreeSet<String>,
     /// The includes being read, to stop loops.
     path: Vec<String>,
+    /// libpam would refuse to start the service (a missing `@include` in the service file).
+    cannot_start: bool,
 }
 
 impl Loader<'_> {
     fn load(&mut self, file: &str, text: &str) -> Vec<Node> {
         let mut nodes = Vec::new();
         for (line, entry) in logical_lines(text) {
-            let (name, substack) = match Entry::parse(&entry) {
+            let (name, substack, at_form) = match Entry::parse(&entry) {
                 None => continue,
                 Some(Entry::Module(control, name, args)) => {
                     nodes.push(Node::Module(Box::new(
@@ -217,14 +230,23 @@ impl Loader<'_> {
                     )));
                     continue;
                 }
-                Some(Entry::Include(name)) => (name, false),
-                Some(Entry::Substack(name)) => (name, true),
+                Some(Entry::Include(name)) => (name, false, false),
+                Some(Entry::AtInclude(name)) => (name, false, true),
+                Some(Entry::Substack(name)) => (name, true, false),
             };
             let text = (!self.path.contains(&name) && self.path.len() <= MAX_INCLUDE_DEPTH)
                 .then(|| (self.read)(&name))
                 .flatten();
             let Some(text) = text else {
                 self.unreadable.insert(name);
+                // A missing `@include` stops libpam from starting the service at all when the
+                // service file names it, and is skipped silently in an included file.
+                if at_form {
+                    if self.path.len() == 1 {
+                        self.cannot_start = true;
+                    }
+                    continue;
+                }
                 // libpam fails a stack whose include it cannot read; for a substack it keeps the
                 // substack's own entry too, which a jump counts.
                 if substack {
@@ -468,6 +490,8 @@ fn logical_lines(text: &str) -> Vec<(usize, String)> {
 enum Entry {
     Module(String, String, Vec<String>),
     Include(String),
+    /// `@include`, which libpam treats differently when the file is missing.
+    AtInclude(String),
     Substack(String),
 }
 
@@ -476,7 +500,7 @@ impl Entry {
         let text = text.trim();
         if let Some(name) = text.strip_prefix("@include") {
             let name = name.strip_prefix(char::is_whitespace)?.trim();
-            return (!name.is_empty()).then(|| Entry::Include(name.to_string()));
+            return (!name.is_empty()).then(|| Entry::AtInclude(name.to_string()));
         }
         let (kind, rest) = text.split_once(char::is_whitespace)?;
         // Linux-PAM reads types and controls without regard to case; `-` hides a missing module.
@@ -1017,7 +1041,7 @@ mod tests {
 
     #[test]
     fn unreadable_and_looping_includes_are_reported_once_and_fail_closed() {
-        let text = "@include missing-file\nauth include loop\nauth required pam_twofold.so\n";
+        let text = "auth include missing-file\nauth include loop\nauth required pam_twofold.so\n";
         let lines = lint(text, false);
         let warnings: Vec<_> = lines[0].findings.iter().map(|(_, m)| m.as_str()).collect();
         assert_eq!(warnings.len(), 2, "{warnings:?}");
@@ -1028,6 +1052,33 @@ mod tests {
         assert!(
             warnings.iter().any(|m| m.contains("`loop`")),
             "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_at_include_stops_the_service_or_is_skipped_in_an_included_file() {
+        // In the service file: libpam cannot start the service, so nothing runs.
+        let text =
+            "auth required pam_unix.so\n@include /nonexistent\nauth required pam_twofold.so\n";
+        let lines = lint(text, true);
+        assert!(problems(&lines).is_empty(), "{lines:?}");
+        assert!(lines[0]
+            .findings
+            .iter()
+            .any(|(_, m)| m.contains("cannot start")));
+        // In an included file: skipped, and the lines after it still run.
+        let read = |name: &str| {
+            (name == "inc").then(|| {
+                "auth optional pam_permit.so\n@include /nonexistent\nauth optional pam_twofold.so\n"
+                    .to_string()
+            })
+        };
+        let lines = twofold_lines("svc", "auth include inc\n", &read, &|_| Ok(false));
+        assert!(
+            problems(&lines)
+                .iter()
+                .any(|m| m.contains("wrong code here")),
+            "{lines:?}"
         );
     }
 
