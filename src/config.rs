@@ -226,6 +226,16 @@ impl ModuleArgs {
             .as_deref()
             .unwrap_or(Path::new(DEFAULT_CONFIG_PATH))
     }
+
+    /// Whether unenrolled users enroll at login on this line (the argument, or the config it
+    /// reads); an error when the argument asks for it where records live in homes, which the
+    /// config file itself may not ask for either.
+    pub fn enrolls_on_login(&self, config: &Config) -> Result<bool, &'static str> {
+        if self.enroll_on_login && config.records.location() == RecordsLocation::Home {
+            return Err(ENROLL_NEEDS_CENTRAL_RECORDS);
+        }
+        Ok(self.enroll_on_login || config.enroll_on_login)
+    }
 }
 
 impl RecordsTemplate {

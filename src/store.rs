@@ -132,6 +132,7 @@ impl FileStore {
         // Records are keyed by the account's own name: a name service that also answers to
         // `ALICE` or `alice@REALM` must not lead to a missing record, which nullok would skip.
         let name = account.as_ref().map_or(user, |a| &a.name).clone();
+        let is_account = account.is_some();
         let owner = match self.template.location() {
             RecordsLocation::Central => None,
             RecordsLocation::Home => match account {
@@ -148,19 +149,15 @@ impl FileStore {
             record,
             state,
             owner,
+            is_account,
         }))
     }
 }
 
 impl Store for FileStore {
     fn is_account(&self, user: &UserName) -> Result<bool, StoreError> {
-        Account::by_name(user)
-            .map(|account| account.is_some())
-            .map_err(|cause| StoreError::Io {
-                path: "/etc/passwd".into(),
-                action: "look up the user in",
-                cause,
-            })
+        // The lookup `load` made for this user is cached with the place.
+        Ok(self.place(user)?.is_some_and(|place| place.is_account))
     }
 
     fn load(&self, user: &UserName) -> Result<Option<(Record, State)>, StoreError> {
@@ -303,6 +300,8 @@ struct Place {
     state: PathBuf,
     /// The user whose files these are, for home templates; `None` for the central directory.
     owner: Option<Account>,
+    /// Whether passwd knows the user (a central place is made for any usable name).
+    is_account: bool,
 }
 
 impl Place {

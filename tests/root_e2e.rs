@@ -9,32 +9,14 @@
 
 // root_pam.rs uses the helpers this file does not.
 #[allow(dead_code)]
+#[macro_use]
 mod root;
 
 mod e2e;
 mod qr;
 
 use e2e::{authorize_new_key, SshHost, SudoHost, Twofold, BACKUP_CODES};
-use root::{root_test_starts, totp, TestUser};
-
-/// The name of the enclosing test function, for its marker file.
-macro_rules! this_test {
-    () => {{
-        fn here() {}
-        let path = std::any::type_name_of_val(&here);
-        let path = path.strip_suffix("::here").unwrap_or(path);
-        path.rsplit("::").next().unwrap_or(path)
-    }};
-}
-
-/// Returns early from a test that cannot run without root (see `root_test_starts`).
-macro_rules! needs_root {
-    () => {
-        if !root_test_starts(this_test!()) {
-            return;
-        }
-    };
-}
+use root::{totp, TestUser};
 
 // ---- sshd.
 

@@ -5,6 +5,7 @@
 //! When a test runs it leaves `target/root-tests-ran/<test>`, so CI can check that it did.
 //! Every failing login costs the module's 2 s fail delay, so there are few of them.
 
+#[macro_use]
 mod root;
 
 use std::fs;
@@ -18,26 +19,7 @@ use pam_twofold::store::{FileStore, Store};
 use pam_twofold::totp::Secret;
 use pam_twofold::user::{Account, UserName};
 
-use root::{enroll_interactively, pamtester, root_test_starts, totp, Service, TempDir, TestUser};
-
-/// The name of the enclosing test function, for its marker file.
-macro_rules! this_test {
-    () => {{
-        fn here() {}
-        let path = std::any::type_name_of_val(&here);
-        let path = path.strip_suffix("::here").unwrap_or(path);
-        path.rsplit("::").next().unwrap_or(path)
-    }};
-}
-
-/// Returns early from a test that cannot run without root (see `root_test_starts`).
-macro_rules! needs_root {
-    () => {
-        if !root_test_starts(this_test!()) {
-            return;
-        }
-    };
-}
+use root::{enroll_interactively, pamtester, totp, Service, TempDir, TestUser};
 
 /// The usual stack: the password, then the second factor.
 const PASSWORD_THEN_CODE: &[&str] = &[

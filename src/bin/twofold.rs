@@ -13,9 +13,7 @@ use zeroize::Zeroizing;
 
 use pam_twofold::auth::{Clock, SystemClock};
 use pam_twofold::backup::{self, BackupCodes, Candidate, Cost};
-use pam_twofold::config::{
-    Config, ModuleArgs, RecordsLocation, DEFAULT_CONFIG_PATH, ENROLL_NEEDS_CENTRAL_RECORDS,
-};
+use pam_twofold::config::{Config, ModuleArgs, RecordsLocation, DEFAULT_CONFIG_PATH};
 use pam_twofold::enroll::{self, EnrollError, Pending};
 use pam_twofold::import::GoogleAuthenticator;
 use pam_twofold::log::{self, Level};
@@ -516,12 +514,8 @@ fn check_pam_stacks(dir: &Path, main_config: &Path, config: &Config) -> usize {
                 &loaded
             }
         };
-        if args.enroll_on_login && named.records.location() == RecordsLocation::Home {
-            return Err(format!(
-                "module argument {ENROLL_NEEDS_CENTRAL_RECORDS}: the module refuses every login here"
-            ));
-        }
-        Ok(args.enroll_on_login || named.enroll_on_login)
+        args.enrolls_on_login(named)
+            .map_err(|why| format!("module argument {why}: the module refuses every login here"))
     };
     let (mut uses, mut problems) = (0, 0);
     for file in files {

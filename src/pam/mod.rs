@@ -12,7 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use pamsm::{Pam, PamError, PamFlags, PamLibExt, PamServiceModule};
 
 use crate::auth::{self, LoginPolicy, Outcome, SystemClock};
-use crate::config::{Config, ModuleArgs, RecordsLocation, ENROLL_NEEDS_CENTRAL_RECORDS};
+use crate::config::{Config, ModuleArgs};
 use crate::log::{self, Level};
 use crate::store::FileStore;
 use crate::user::UserName;
@@ -92,15 +92,18 @@ fn authenticate(pamh: &Pam, flags: PamFlags, args: &[String]) -> PamError {
             return PamError::AUTHINFO_UNAVAIL;
         }
     };
-    if args.enroll_on_login && config.records.location() == RecordsLocation::Home {
-        log::line(
-            IDENT,
-            Level::Error,
-            &format!("service={service}: module argument {ENROLL_NEEDS_CENTRAL_RECORDS}"),
-        );
-        conversation.error_line(UNAVAILABLE_HINT);
-        return PamError::AUTHINFO_UNAVAIL;
-    }
+    let enroll_on_login = match args.enrolls_on_login(&config) {
+        Ok(on) => on,
+        Err(why) => {
+            log::line(
+                IDENT,
+                Level::Error,
+                &format!("service={service}: module argument {why}"),
+            );
+            conversation.error_line(UNAVAILABLE_HINT);
+            return PamError::AUTHINFO_UNAVAIL;
+        }
+    };
     let (user_text, utf8) = match pamh.get_user(None) {
         Ok(Some(user)) => (user.to_string_lossy().into_owned(), user.to_str().is_ok()),
         Ok(None) | Err(_) => {
@@ -127,8 +130,7 @@ fn authenticate(pamh: &Pam, flags: PamFlags, args: &[String]) -> PamError {
         throttle: config.throttle,
         nullok: config.nullok || args.nullok,
         forward_pass: args.forward_pass,
-        enroll_on_login: ((config.enroll_on_login || args.enroll_on_login) && !silent)
-            .then_some(&config),
+        enroll_on_login: (enroll_on_login && !silent).then_some(&config),
     };
     let store = FileStore::new(config.records.clone());
     if args.debug {

@@ -13,6 +13,27 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pam_twofold::user::{Account, UserName};
 
+// Macros first: `#[macro_use] mod root;` makes them visible to the test file after this.
+
+/// The name of the enclosing test function, for its marker file.
+macro_rules! this_test {
+    () => {{
+        fn here() {}
+        let path = std::any::type_name_of_val(&here);
+        let path = path.strip_suffix("::here").unwrap_or(path);
+        path.rsplit("::").next().unwrap_or(path)
+    }};
+}
+
+/// Returns early from a test that cannot run without root (see `root_test_starts`).
+macro_rules! needs_root {
+    () => {
+        if !$crate::root::root_test_starts(this_test!()) {
+            return;
+        }
+    };
+}
+
 /// How long one `pamtester` or `twofold` run may take before it is killed.
 pub const RUN_TIMEOUT_SECS: u32 = 30;
 
