@@ -1,12 +1,10 @@
 //! The host configuration (`/etc/twofold/config.toml`) and the PAM module arguments.
 //!
 //! This module owns parsing and validation: every value that leaves it is in range, so the rest of
-//! the crate never re-checks. It never touches user records.
+//! the crate never re-checks. It never touches a file: the host adapter reads the file and hands
+//! its text to `Config::parse`.
 
 use std::fmt;
-use std::fs;
-use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::de::{Deserializer, Error as _};
@@ -25,7 +23,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/twofold/config.toml";
 /// The validated host configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// The label shown in authenticator apps; `None` means the host name.
+    /// The label shown in authenticator apps; `None` means the host name (filled in on load).
     pub issuer: Option<String>,
     /// Where each user's record lives.
     pub records: RecordsTemplate,
@@ -117,51 +115,6 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Loads and validates the config at `path`. A missing file means the defaults.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let file = match fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-            .open(path)
-        {
-            Ok(file) => file,
-            // Only the default file may be missing: a path someone named must exist, or a typo in
-            // a service file would silently mean the defaults.
-            Err(e)
-                if e.kind() == std::io::ErrorKind::NotFound
-                    && path == Path::new(DEFAULT_CONFIG_PATH) =>
-            {
-                return Ok(Config::default())
-            }
-            Err(cause) => {
-                return Err(ConfigError::Unreadable {
-                    path: path.into(),
-                    cause,
-                })
-            }
-        };
-        let meta = file.metadata().map_err(|cause| ConfigError::Unreadable {
-            path: path.into(),
-            cause,
-        })?;
-        check_config_metadata(path, &meta)?;
-        let mut text = String::with_capacity(meta.len().min(MAX_CONFIG_BYTES) as usize + 1);
-        file.take(MAX_CONFIG_BYTES + 1)
-            .read_to_string(&mut text)
-            .map_err(|cause| ConfigError::Unreadable {
-                path: path.into(),
-                cause,
-            })?;
-        if text.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(ConfigError::Invalid {
-                path: path.into(),
-                line: None,
-                message: format!("larger than {MAX_CONFIG_BYTES} bytes"),
-            });
-        }
-        Config::parse(path, &text)
-    }
-
     /// Parses config text; `path` only names the source in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Invalid {
@@ -184,9 +137,10 @@ impl Config {
         Ok(config)
     }
 
-    /// The issuer label: the configured one, or the host name.
+    /// The issuer label: the configured one, else the host name the host adapter filled in
+    /// when it loaded the file.
     pub fn issuer(&self) -> String {
-        self.issuer.clone().unwrap_or_else(host_name)
+        self.issuer.clone().unwrap_or_else(|| "localhost".into())
     }
 }
 
@@ -337,33 +291,6 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// The config only needs to be trusted as much as the account that reads it: it must belong to
-/// root or to that account, and nobody else may write it.
-fn check_config_metadata(path: &Path, meta: &fs::Metadata) -> Result<(), ConfigError> {
-    let unsafe_because = |why: String| ConfigError::Unsafe {
-        path: path.into(),
-        why,
-    };
-    if !meta.file_type().is_file() {
-        return Err(unsafe_because("not a regular file".into()));
-    }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    if meta.uid() != 0 && meta.uid() != euid {
-        return Err(unsafe_because(format!(
-            "owned by uid {}, expected root (uid 0)",
-            meta.uid()
-        )));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(unsafe_because(format!(
-            "mode {:04o} lets group or others write it; run chmod go-w",
-            meta.mode() & 0o7777
-        )));
-    }
-    Ok(())
-}
-
 /// The line (from 1) that byte `offset` of `text` is on.
 pub fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()
@@ -374,33 +301,7 @@ pub fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-/// Makes text taken from a file safe for a one-line message: control characters (newlines,
-/// terminal escapes) are escaped, so a hostile file cannot forge log lines or drive a terminal.
-pub fn one_line(text: &str) -> String {
-    text.trim_end()
-        .chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
-}
-
-/// The host name, for the default issuer.
-pub fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: buf is writable for its whole length, and we pass that length.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".into();
-    }
-    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..len]).into_owned()
-}
+pub use crate::text::one_line;
 
 // ---- The file as written, with each value range-checked while parsing so that errors carry a
 // ---- line number.
@@ -581,7 +482,6 @@ fn lock_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 /// code that fits an 80-column terminal.
 const MAX_ISSUER_BYTES: usize = 32;
 const DEFAULT_RECORDS: &str = "/var/lib/twofold/{user}.toml";
-const MAX_CONFIG_BYTES: u64 = 64 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -674,16 +574,6 @@ mod tests {
         assert_eq!(
             home.path_for("bob", Some(Path::new("/home/bob"))).unwrap(),
             PathBuf::from("/home/bob/.config/bob.toml")
-        );
-    }
-
-    #[test]
-    fn a_named_config_file_must_exist() {
-        let missing = Path::new("/nonexistent/twofold/config.toml");
-        let err = Config::load(missing).unwrap_err().to_string();
-        assert!(
-            err.starts_with("/nonexistent/twofold/config.toml: cannot read"),
-            "{err}"
         );
     }
 

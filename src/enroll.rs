@@ -6,12 +6,13 @@ use std::fmt::Write as _;
 
 use zeroize::Zeroizing;
 
-use crate::auth::{Clock, Denial, Outcome, Prompter};
 use crate::backup::{self, BackupCodeError, BackupCodes, Cost, NewCodes};
+use crate::clock::Clock;
 use crate::config::Config;
-use crate::qr::{self, QrStyle};
+use crate::prompt::{EnrollmentOffer, PromptError, Prompter};
 use crate::record::Record;
 use crate::store::{Store, StoreError};
+use crate::text::{push_in_fours, without_separators};
 use crate::totp::{Algorithm, Digits, Secret, TotpKey, Verdict};
 use crate::user::UserName;
 
@@ -33,6 +34,25 @@ pub const CONFIRM_TRIES: u32 = 3;
 pub struct Pending {
     pub key: TotpKey,
     pub codes: NewCodes,
+}
+
+/// How an enrollment at login ended.
+#[derive(Debug)]
+pub enum AtLogin {
+    /// The application answered with the password: it cannot enroll (nothing was written).
+    CannotEnrollHere,
+    /// The conversation failed or was abandoned (nothing was written).
+    ConversationFailed(PromptError),
+    /// Saved, with a confirmed code.
+    Enrolled,
+    /// Another session enrolled the user first; its enrollment is kept.
+    EnrolledMeanwhile,
+    /// Could not be done (no randomness, a store failure).
+    Failed(EnrollError),
+    /// No right confirming code in `CONFIRM_TRIES` tries (nothing was written).
+    NotConfirmed,
+    /// The user skipped it where that is allowed (nothing was written).
+    Postponed,
 }
 
 /// Why an enrollment was not saved.
@@ -131,22 +151,16 @@ pub fn at_login<S: Store>(
     skippable: bool,
     prompter: &mut dyn Prompter,
     clock: &dyn Clock,
-) -> Outcome {
+) -> AtLogin {
     let key = match new_key(config, None) {
         Ok(key) => key,
-        Err(e) => return Outcome::EnrollmentFailed(e),
+        Err(e) => return AtLogin::Failed(e),
     };
     prompter.info(LOGIN_INTRO);
-    match qr::render(
-        &key.otpauth_uri(&config.issuer(), user.as_str()),
-        QrStyle::Utf8,
-    ) {
-        Ok(code) => prompter.info(code.trim_end_matches('\n')),
-        Err(_) => prompter.info("(The QR code does not fit a terminal; type the key instead.)"),
-    }
-    let mut key_line = Zeroizing::new(String::from(KEY_LINE));
-    key_line.push_str(&key_text(&key));
-    prompter.info(&key_line);
+    prompter.offer(&EnrollmentOffer {
+        uri: key.otpauth_uri(&config.issuer(), user.as_str()),
+        key_text: key_text(&key),
+    });
     let prompt = if skippable {
         CONFIRM_PROMPT_SKIPPABLE
     } else {
@@ -155,7 +169,7 @@ pub fn at_login<S: Store>(
     for tries_left in (0..CONFIRM_TRIES).rev() {
         let answer = match prompter.ask_hidden(prompt) {
             Ok(answer) => answer,
-            Err(e) => return Outcome::ConversationFailed(e),
+            Err(e) => return AtLogin::ConversationFailed(e),
         };
         if prompter.repeats_password(&answer) {
             // Not a person at a prompt: as if enrollment at login were off. Such applications
@@ -166,15 +180,11 @@ pub fn at_login<S: Store>(
                  key above was not saved: set it up at a console or an SSH keyboard-interactive \
                  login.",
             );
-            return if skippable {
-                Outcome::NotEnrolledSkipped
-            } else {
-                Outcome::Denied(Denial::CannotEnrollHere)
-            };
+            return AtLogin::CannotEnrollHere;
         }
         if answer.trim().is_empty() && skippable {
             prompter.info("Two-factor authentication was not set up; you will be asked again.");
-            return Outcome::EnrollmentPostponed;
+            return AtLogin::Postponed;
         }
         // The backup codes cost a slow hash each: make them only once the code looks right.
         // `confirm` checks it again, under the lock, before anything is saved.
@@ -206,14 +216,14 @@ pub fn at_login<S: Store>(
                 if !pending.codes.plain.is_empty() {
                     let _ = prompter.ask_visible(STORED_PROMPT);
                 }
-                return Outcome::Enrolled;
+                return AtLogin::Enrolled;
             }
             Err(EnrollError::AlreadyEnrolled) => {
                 prompter.error(
                     "Two-factor authentication was just set up in another session; \
                      log in again with a code from that enrollment.",
                 );
-                return Outcome::Denied(Denial::EnrolledMeanwhile);
+                return AtLogin::EnrolledMeanwhile;
             }
             // A new key has no used steps, so a replay can only be a code typed twice.
             Err(EnrollError::WrongCode | EnrollError::ReplayedCode) if tries_left > 0 => {
@@ -223,11 +233,11 @@ pub fn at_login<S: Store>(
                 ));
             }
             Err(EnrollError::WrongCode | EnrollError::ReplayedCode) => break,
-            Err(e) => return Outcome::EnrollmentFailed(e),
+            Err(e) => return AtLogin::Failed(e),
         }
     }
     prompter.error("Wrong code; two-factor authentication was not set up.");
-    Outcome::Denied(Denial::EnrollmentNotConfirmed)
+    AtLogin::NotConfirmed
 }
 
 /// A new random key (or `secret`) with the host's parameters for new enrollments.
@@ -250,13 +260,7 @@ fn key_text(key: &TotpKey) -> Zeroizing<String> {
     let base32 = key.secret.to_base32();
     // Sized for the parameters too, so that no reallocation leaves an unwiped copy behind.
     let mut text = Zeroizing::new(String::with_capacity(base32.len() * 5 / 4 + 40));
-    for (i, chunk) in base32.as_bytes().chunks(4).enumerate() {
-        if i > 0 {
-            text.push(' ');
-        }
-        // Base32 is ASCII, so every chunk is valid UTF-8.
-        text.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-    }
+    push_in_fours(&mut text, &base32);
     if key.algorithm != Algorithm::Sha1 || key.digits != Digits::SIX || key.period != 30 {
         let _ = write!(
             text,
@@ -267,13 +271,6 @@ fn key_text(key: &TotpKey) -> Zeroizing<String> {
         );
     }
     text
-}
-
-/// A typed code without the spaces and dashes people add.
-fn without_separators(code: &str) -> Zeroizing<String> {
-    let mut kept = Zeroizing::new(String::with_capacity(code.len()));
-    kept.extend(code.chars().filter(|c| !matches!(c, ' ' | '-')));
-    kept
 }
 
 /// The one time new backup codes are shown at login, two to a line.
@@ -304,7 +301,7 @@ pub fn regenerate_codes<S: Store>(
     store
         .replace(user, |current, _state| {
             let mut record = current.cloned().ok_or(EnrollError::NotEnrolled)?;
-            record.backup_codes = hashed;
+            record.backup_codes = hashed.clone();
             Ok((Some(record), ()))
         })
         .map_err(EnrollError::Store)??;
@@ -335,9 +332,7 @@ pub fn disable<S: Store>(store: &S, user: &UserName) -> Result<(), EnrollError> 
 impl fmt::Display for EnrollError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            EnrollError::AlreadyEnrolled => {
-                f.write_str("already enrolled; use --force to replace the enrollment")
-            }
+            EnrollError::AlreadyEnrolled => f.write_str("already enrolled"),
             EnrollError::WrongCode => {
                 f.write_str("that is not the current code; check the phone's clock and try again")
             }

@@ -1,20 +1,22 @@
-//! twofold: a second factor for Linux logins.
+//! twofold's core: the login decision, enrollment, TOTP, backup codes, and the records and state
+//! they live in.
 //!
-//! The crate builds `pam_twofold.so` (the `pam` module is its only PAM-aware part) and the core
-//! that the `twofold` CLI shares with it: config, records and state, TOTP, backup codes, the
-//! login decision and enrollment.
+//! The core never sees PAM, HTTP, a terminal, a socket, the file system or the system clock: the
+//! front doors (the PAM module, the CLI) and the host adapter supply the traits it owns
+//! (`Prompter`, `Clock`, `Store`, `Accounts`) and map its outcomes to their own world.
 
-pub mod auth;
+#![forbid(unsafe_code)]
+
 pub mod backup;
+pub mod clock;
 pub mod config;
 pub mod enroll;
-pub mod import;
-pub mod log;
-pub mod pam;
-pub mod pamconf;
+pub mod login;
+pub mod prompt;
 pub mod qr;
 pub mod record;
 pub mod state;
 pub mod store;
+pub mod text;
 pub mod totp;
 pub mod user;

@@ -1,27 +1,15 @@
 //! The small state that changes at every login: the TOTP replay guard, recent failures, the lock,
 //! and which backup codes are spent.
 //!
-//! It lives apart from the enrolled record, in a file of two fixed-size slots. Each write goes to
-//! the slot not holding the newest state, stamped with the next generation and a SHA-256
-//! checksum, and is made durable with `fdatasync`. A torn or lost write therefore leaves the older
-//! slot intact and valid: a reader sees the old state or the new one, never a mix, and a login is
-//! reported successful only once its new state is durable. This costs one small in-place write per
-//! login instead of a temp file, two fsyncs and a rename (see the README's design section).
-
-use sha2::{Digest, Sha256};
+//! How it is kept durable (the file store's two-slot file, a directory attribute) is the store's
+//! business: the core sees only the values.
 
 /// The most failure timestamps kept (and so the highest `throttle.max_failures`).
 pub const MAX_FAILURES: usize = 20;
-/// Bytes per slot; the file is two slots.
-pub const SLOT_SIZE: usize = 512;
-/// Bytes in a state file.
-pub const FILE_SIZE: usize = 2 * SLOT_SIZE;
 
 /// The mutable login state of one user.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
-    /// Bumped at every write; the valid slot with the highest generation is current.
-    pub generation: u64,
     /// The newest TOTP time step accepted; codes at or before it are refused.
     pub last_step: u64,
     /// Unix times of recent failed codes, oldest first.
@@ -34,70 +22,7 @@ pub struct State {
     pub codes_binding: u64,
 }
 
-/// Why a state file could not be read.
-#[derive(Debug, PartialEq, Eq)]
-pub enum StateError {
-    /// The file has a size other than 0 or two slots.
-    BadSize(u64),
-    /// Neither slot has a valid checksum: the file was damaged or written by something else.
-    NoValidSlot,
-}
-
 impl State {
-    /// Decodes a state file's bytes. An empty file is a fresh state.
-    pub fn decode(bytes: &[u8]) -> Result<State, StateError> {
-        if bytes.is_empty() {
-            return Ok(State::default());
-        }
-        if bytes.len() != FILE_SIZE {
-            return Err(StateError::BadSize(bytes.len() as u64));
-        }
-        let (a, b) = bytes.split_at(SLOT_SIZE);
-        // Try the slot that claims the higher generation first: it is the current one unless its
-        // write was torn, so one checksum is usually enough.
-        let (first, second) = if claimed_generation(b) > claimed_generation(a) {
-            (b, a)
-        } else {
-            (a, b)
-        };
-        decode_slot(first)
-            .or_else(|| decode_slot(second))
-            .ok_or(StateError::NoValidSlot)
-    }
-
-    /// Encodes `self` as the slot for its generation, returning the slot's file offset and bytes.
-    pub fn encode_slot(&self) -> (u64, [u8; SLOT_SIZE]) {
-        let mut slot = [0u8; SLOT_SIZE];
-        let mut at = 0;
-        let mut put = |bytes: &[u8]| {
-            slot[at..at + bytes.len()].copy_from_slice(bytes);
-            at += bytes.len();
-        };
-        put(MAGIC);
-        put(&self.generation.to_le_bytes());
-        put(&self.last_step.to_le_bytes());
-        put(&self.locked_until.to_le_bytes());
-        put(&self.spent_codes.to_le_bytes());
-        put(&self.codes_binding.to_le_bytes());
-        let kept = &self.failures[self.failures.len().saturating_sub(MAX_FAILURES)..];
-        put(&(kept.len() as u64).to_le_bytes());
-        for failure in kept {
-            put(&failure.to_le_bytes());
-        }
-        let digest = Sha256::digest(&slot[..at]);
-        slot[CHECKSUM_AT..].copy_from_slice(&digest);
-        let offset = (self.generation % 2) * SLOT_SIZE as u64;
-        (offset, slot)
-    }
-
-    /// The next state to write: same content, next generation (so the other slot).
-    pub fn next(&self) -> State {
-        State {
-            generation: self.generation.wrapping_add(1),
-            ..self.clone()
-        }
-    }
-
     /// Whether backup code `index` of the set `binding` is spent. Marks for another set count as
     /// unspent: they belong to codes that were replaced.
     pub fn is_code_spent(&self, binding: u64, index: usize) -> bool {
@@ -123,147 +48,9 @@ impl State {
     }
 }
 
-impl std::fmt::Display for StateError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StateError::BadSize(n) => {
-                write!(f, "state file has {n} bytes, expected 0 or {FILE_SIZE}")
-            }
-            StateError::NoValidSlot => f.write_str("state file has no slot with a valid checksum"),
-        }
-    }
-}
-
-impl std::error::Error for StateError {}
-
-/// A slot's generation as written, before any check: only to choose which slot to check first.
-fn claimed_generation(slot: &[u8]) -> u64 {
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&slot[MAGIC.len()..MAGIC.len() + 8]);
-    u64::from_le_bytes(bytes)
-}
-
-/// A slot is valid when its magic is right, the checksum covers its payload (which says its own
-/// length), and everything between payload and checksum is zero, as written.
-fn decode_slot(slot: &[u8]) -> Option<State> {
-    if slot.len() != SLOT_SIZE || &slot[..MAGIC.len()] != MAGIC {
-        return None;
-    }
-    let word = |i: usize| {
-        let at = MAGIC.len() + 8 * i;
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(&slot[at..at + 8]);
-        u64::from_le_bytes(bytes)
-    };
-    let count = usize::try_from(word(5))
-        .ok()
-        .filter(|&n| n <= MAX_FAILURES)?;
-    let end = MAGIC.len() + 8 * (6 + count);
-    if slot[end..CHECKSUM_AT].iter().any(|&b| b != 0) {
-        return None;
-    }
-    let digest = Sha256::digest(&slot[..end]);
-    if digest.as_slice() != &slot[CHECKSUM_AT..] {
-        return None;
-    }
-    Some(State {
-        generation: word(0),
-        last_step: word(1),
-        locked_until: word(2),
-        spent_codes: word(3),
-        codes_binding: word(4),
-        failures: (0..count).map(|i| word(6 + i)).collect(),
-    })
-}
-
-const MAGIC: &[u8; 8] = b"twofold1";
-const CHECKSUM_AT: usize = SLOT_SIZE - 32;
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sample() -> State {
-        State {
-            generation: 7,
-            last_step: 59_093_131,
-            failures: vec![1, 2, 3],
-            locked_until: 99,
-            spent_codes: 0b101,
-            codes_binding: 42,
-        }
-    }
-
-    fn file_with(states: &[&State]) -> Vec<u8> {
-        let mut file = vec![0u8; FILE_SIZE];
-        for state in states {
-            let (offset, slot) = state.encode_slot();
-            let offset = offset as usize;
-            file[offset..offset + SLOT_SIZE].copy_from_slice(&slot);
-        }
-        file
-    }
-
-    #[test]
-    fn empty_file_is_a_fresh_state() {
-        assert_eq!(State::decode(&[]).unwrap(), State::default());
-    }
-
-    #[test]
-    fn newest_valid_slot_wins() {
-        let old = sample();
-        let new = State {
-            last_step: 59_093_132,
-            ..old.next()
-        };
-        assert_eq!(State::decode(&file_with(&[&old, &new])).unwrap(), new);
-    }
-
-    #[test]
-    fn torn_newer_slot_falls_back_to_older() {
-        let old = sample();
-        let new = State {
-            last_step: 59_093_132,
-            ..old.next()
-        };
-        let mut file = file_with(&[&old, &new]);
-        let (offset, _) = new.encode_slot();
-        // A write that stopped half way: the second half still holds zeros.
-        for byte in &mut file[offset as usize + 100..offset as usize + SLOT_SIZE] {
-            *byte = 0;
-        }
-        assert_eq!(State::decode(&file).unwrap(), old);
-    }
-
-    #[test]
-    fn any_flipped_bit_invalidates_a_slot() {
-        let state = sample();
-        let clean = file_with(&[&state]);
-        let (offset, _) = state.encode_slot();
-        for bit in 0..SLOT_SIZE * 8 {
-            let mut file = clean.clone();
-            file[offset as usize + bit / 8] ^= 1 << (bit % 8);
-            assert_eq!(
-                State::decode(&file),
-                Err(StateError::NoValidSlot),
-                "bit {bit}"
-            );
-        }
-    }
-
-    #[test]
-    fn wrong_sizes_are_refused() {
-        assert_eq!(State::decode(&[0; 10]), Err(StateError::BadSize(10)));
-        assert_eq!(State::decode(&[0; FILE_SIZE]), Err(StateError::NoValidSlot));
-    }
-
-    #[test]
-    fn only_the_newest_failures_are_kept() {
-        let mut state = sample();
-        state.failures = (0..30).collect();
-        let decoded = State::decode(&file_with(&[&state])).unwrap();
-        assert_eq!(decoded.failures, (10..30).collect::<Vec<_>>());
-    }
 
     #[test]
     fn spent_marks_follow_their_code_set() {

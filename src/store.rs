@@ -1,662 +1,69 @@
-//! Where records and states live: the `Store` trait the core talks to, and its file backend.
+//! The `Store` and `Accounts` traits the core talks to, and the error a store reports.
 //!
-//! The file backend treats every file as hostile: it opens with `O_NOFOLLOW`, checks the file type,
-//! owner and mode of every file and of its directory, and in home mode does all of this with the
-//! user's filesystem identity, so root's privileges never touch a path the user controls. Each
-//! user's state file doubles as their lock: every change happens under `flock(LOCK_EX)` on it, after
-//! re-reading both files, so two logins can never spend one code. Records are replaced by temp
-//! file, fsync, rename and directory fsync; states by the two-slot scheme of `state.rs`.
+//! A store keeps each user's record and state. Every change goes through `update` or `replace`:
+//! the store serializes changes for a user (a lock, or a compare-and-swap), hands the closure the
+//! current copy, and makes the result durable before it returns. A compare-and-swap backend that
+//! loses a race re-runs the closure on fresher state, so a change closure may run more than once
+//! and must have no effect beyond its arguments and its return value.
+//!
+//! This module never touches a file: the file backend lives in the host adapter.
 
-use std::cell::RefCell;
-use std::ffi::OsString;
 use std::fmt;
-use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::io;
+use std::path::PathBuf;
 
-use crate::config::{RecordsLocation, RecordsTemplate};
-use crate::record::{Record, RecordError, MAX_RECORD_BYTES};
-use crate::state::{State, StateError, FILE_SIZE};
-use crate::user::{Account, UserName};
+use crate::record::{Record, RecordError};
+use crate::state::State;
+use crate::user::UserName;
 
 /// What the core needs from a place that keeps enrollments.
 pub trait Store {
     /// Reads a user's record and state without locking; `Ok(None)` if not enrolled.
     fn load(&self, user: &UserName) -> Result<Option<(Record, State)>, StoreError>;
 
-    /// Under the user's lock, re-reads record and state and lets `change` edit the state. If it
-    /// changed, the new state is durable before this returns. `Ok(None)` if not enrolled.
+    /// With the user's changes serialized, re-reads record and state and lets `change` edit the
+    /// state. If it changed, the new state is durable before this returns. `Ok(None)` if not
+    /// enrolled. `change` may run more than once, each time on the then current copy.
     fn update<T>(
         &self,
         user: &UserName,
-        change: impl FnOnce(&Record, &mut State) -> T,
+        change: impl FnMut(&Record, &mut State) -> T,
     ) -> Result<Option<T>, StoreError>;
 
-    /// Under the user's lock, lets `change` see the current record (if any) and state, and
-    /// replace the record (`Some`) or remove the enrollment (`None`). The state edits are kept.
+    /// With the user's changes serialized, lets `change` see the current record (if any) and
+    /// state, and replace the record (`Some`) or remove the enrollment (`None`). The state edits
+    /// are kept. `change` may run more than once, each time on the then current copy.
     fn replace<T, E>(
         &self,
         user: &UserName,
-        change: impl FnOnce(Option<&Record>, &mut State) -> Result<(Option<Record>, T), E>,
+        change: impl FnMut(Option<&Record>, &mut State) -> Result<(Option<Record>, T), E>,
     ) -> Result<Result<T, E>, StoreError>;
-
-    /// Whether `user` is an account of this host. Enrollment at login creates records only for
-    /// accounts, never for whatever name an application passes in.
-    fn is_account(&self, user: &UserName) -> Result<bool, StoreError> {
-        let _ = user;
-        Ok(true)
-    }
 }
 
-/// Records in files, one record and one state file per user.
-#[derive(Clone, Debug)]
-pub struct FileStore {
-    template: RecordsTemplate,
-    /// The last record parsed, by file identity: a login reads the record before the prompt and
-    /// again under the lock, and parsing it twice would cost more than the rest of the check.
-    parsed: RefCell<Option<(FileId, Record)>>,
-    /// Where the last user's files are: a login asks twice, and a passwd lookup can cost more
-    /// than the rest of the login (NSS may consult several services).
-    placed: RefCell<Option<(UserName, Option<Place>)>>,
+/// Which names are accounts of this host. Enrollment at login creates records only for accounts,
+/// never for whatever name an application passes in.
+pub trait Accounts {
+    /// Whether `user` is an account of this host.
+    fn is_account(&self, user: &UserName) -> Result<bool, StoreError>;
 }
 
-/// What changes whenever a file's content may have: a rename makes a new inode, an in-place
-/// write moves the change time and usually the size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FileId {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-/// Why the store could not serve a request. Each names the file, so an admin can act.
+/// Why the store could not serve a request. Each names the file or place, so an admin can act.
 #[derive(Debug)]
 pub enum StoreError {
+    /// The state is damaged.
+    BadState { path: PathBuf, why: String },
+    /// The record does not parse.
+    BadRecord { path: PathBuf, cause: RecordError },
     /// A file or directory could not be opened, read or written.
     Io {
         path: PathBuf,
         action: &'static str,
         cause: io::Error,
     },
-    /// A file or directory is a link, has the wrong owner or is open to others.
-    Unsafe { path: PathBuf, why: String },
-    /// The record does not parse.
-    BadRecord { path: PathBuf, cause: RecordError },
-    /// The state file is damaged.
-    BadState { path: PathBuf, cause: StateError },
     /// Home-based records need the user's passwd entry, and there is none.
     NoAccount(UserName),
-}
-
-impl FileStore {
-    pub fn new(template: RecordsTemplate) -> FileStore {
-        FileStore {
-            template,
-            parsed: RefCell::new(None),
-            placed: RefCell::new(None),
-        }
-    }
-
-    /// The record and state paths of `user` (looked up in passwd for home templates).
-    pub fn paths(&self, user: &UserName) -> Result<(PathBuf, PathBuf), StoreError> {
-        let place = self
-            .place(user)?
-            .ok_or_else(|| StoreError::NoAccount(user.clone()))?;
-        Ok((place.record, place.state))
-    }
-
-    /// `Ok(None)`: a home template and a user without a passwd entry, so not enrolled.
-    fn place(&self, user: &UserName) -> Result<Option<Place>, StoreError> {
-        if let Some((known, place)) = &*self.placed.borrow() {
-            if known == user {
-                return Ok(place.clone());
-            }
-        }
-        let place = self.locate(user)?;
-        *self.placed.borrow_mut() = Some((user.clone(), place.clone()));
-        Ok(place)
-    }
-
-    fn locate(&self, user: &UserName) -> Result<Option<Place>, StoreError> {
-        let account = Account::by_name(user).map_err(|cause| StoreError::Io {
-            path: "/etc/passwd".into(),
-            action: "look up the user in",
-            cause,
-        })?;
-        // Records are keyed by the account's own name: a name service that also answers to
-        // `ALICE` or `alice@REALM` must not lead to a missing record, which nullok would skip.
-        let name = account.as_ref().map_or(user, |a| &a.name).clone();
-        let is_account = account.is_some();
-        let owner = match self.template.location() {
-            RecordsLocation::Central => None,
-            RecordsLocation::Home => match account {
-                Some(account) => Some(account),
-                None => return Ok(None),
-            },
-        };
-        let record = self
-            .template
-            .path_for(name.as_str(), owner.as_ref().map(|a| a.home.as_path()))
-            .ok_or_else(|| StoreError::NoAccount(user.clone()))?;
-        let state = state_path(&record);
-        Ok(Some(Place {
-            record,
-            state,
-            owner,
-            is_account,
-        }))
-    }
-}
-
-impl Store for FileStore {
-    fn is_account(&self, user: &UserName) -> Result<bool, StoreError> {
-        // The lookup `load` made for this user is cached with the place.
-        Ok(self.place(user)?.is_some_and(|place| place.is_account))
-    }
-
-    fn load(&self, user: &UserName) -> Result<Option<(Record, State)>, StoreError> {
-        let Some(place) = self.place(user)? else {
-            return Ok(None);
-        };
-        let _identity = Identity::assume(place.owner.as_ref())?;
-        if !place.check_directory()? {
-            return Ok(None);
-        }
-        let Some(record) = place.read_record(&self.parsed)? else {
-            return Ok(None);
-        };
-        let state = match place.open(&place.state, OpenMode::Read)? {
-            Some(file) => place.read_state(&file)?,
-            None => State::default(),
-        };
-        Ok(Some((record, state)))
-    }
-
-    fn update<T>(
-        &self,
-        user: &UserName,
-        change: impl FnOnce(&Record, &mut State) -> T,
-    ) -> Result<Option<T>, StoreError> {
-        let Some(place) = self.place(user)? else {
-            return Ok(None);
-        };
-        let _identity = Identity::assume(place.owner.as_ref())?;
-        if !place.check_directory()? {
-            return Ok(None);
-        }
-        // A state file exists for every enrolled user (enrollment writes it); only when it is
-        // missing is it worth reading the record first, so as not to create one for a stranger.
-        let lock = match place.lock(false)? {
-            Some(lock) => lock,
-            None if place.read_record(&self.parsed)?.is_none() => return Ok(None),
-            None => place.lock(true)?.ok_or_else(|| missing(&place.state))?,
-        };
-        // Re-read under the lock: this is the copy the decision is made on.
-        let Some(record) = place.read_record(&self.parsed)? else {
-            return Ok(None);
-        };
-        let lock = lock.file;
-        let before = place.read_state(&lock)?;
-        let mut state = before.clone();
-        let result = change(&record, &mut state);
-        if state != before {
-            place.write_state(
-                &lock,
-                &State {
-                    generation: before.generation,
-                    ..state
-                },
-            )?;
-        }
-        Ok(Some(result))
-    }
-
-    fn replace<T, E>(
-        &self,
-        user: &UserName,
-        change: impl FnOnce(Option<&Record>, &mut State) -> Result<(Option<Record>, T), E>,
-    ) -> Result<Result<T, E>, StoreError> {
-        let place = self
-            .place(user)?
-            .ok_or_else(|| StoreError::NoAccount(user.clone()))?;
-        let _identity = Identity::assume(place.owner.as_ref())?;
-        if !place.check_directory()? {
-            let dir = place.record.parent().unwrap_or(Path::new("/"));
-            return Err(StoreError::Io {
-                path: dir.into(),
-                action: "find the records directory",
-                cause: io::ErrorKind::NotFound.into(),
-            });
-        }
-        let Lock {
-            file: lock,
-            created,
-        } = place.lock(true)?.ok_or_else(|| missing(&place.state))?;
-        let current = place.read_record(&self.parsed)?;
-        let before = place.read_state(&lock)?;
-        let mut state = before.clone();
-        let (record, result) = match change(current.as_ref(), &mut state) {
-            Ok(done) => done,
-            Err(e) => {
-                // A refused change leaves no trace, not even the lock file it made.
-                if created {
-                    remove_if_present(&place.state)?;
-                }
-                return Ok(Err(e));
-            }
-        };
-        match record {
-            Some(record) => {
-                place.remove_stale_temp_files()?;
-                // Three durable steps, so that a crash between any two is safe. The replay guard
-                // goes first: the code that confirmed a new key is spent even if we stop before
-                // the end. Then the record. Then the rest of the state: until then, the spent
-                // marks on disk name the old code set, so they can neither spend a new code nor
-                // (were the record still the old one) revive an old one.
-                let mut generation = before.generation;
-                let guard = State {
-                    last_step: before.last_step.max(state.last_step),
-                    ..before.clone()
-                };
-                if guard != before {
-                    place.write_state(&lock, &guard)?;
-                    generation += 1;
-                }
-                place.write_record(&record)?;
-                place.write_state(
-                    &lock,
-                    &State {
-                        generation,
-                        ..state
-                    },
-                )?;
-            }
-            None => {
-                remove_if_present(&place.record)?;
-                remove_if_present(&place.state)?;
-                sync_directory(&place.record)?;
-            }
-        }
-        Ok(Ok(result))
-    }
-}
-
-/// A held user lock: the open state file, and whether taking the lock created it.
-struct Lock {
-    file: File,
-    created: bool,
-}
-
-/// One user's files, and whose identity to use for them.
-#[derive(Clone, Debug)]
-struct Place {
-    record: PathBuf,
-    state: PathBuf,
-    /// The user whose files these are, for home templates; `None` for the central directory.
-    owner: Option<Account>,
-    /// Whether passwd knows the user (a central place is made for any usable name).
-    is_account: bool,
-}
-
-impl Place {
-    /// The uid that must own the files: the user's for home records, ours for central ones.
-    fn expected_owner(&self) -> u32 {
-        match &self.owner {
-            Some(account) => account.uid,
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            None => unsafe { libc::geteuid() },
-        }
-    }
-
-    /// Checks the directory that holds the files. `Ok(false)`: it does not exist, which in a
-    /// home means "not enrolled" (a missing central directory is an error: the package makes it).
-    fn check_directory(&self) -> Result<bool, StoreError> {
-        let dir = self.record.parent().unwrap_or(Path::new("/"));
-        let meta = match std::fs::metadata(dir) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound && self.owner.is_some() => {
-                return Ok(false)
-            }
-            Err(cause) => {
-                return Err(StoreError::Io {
-                    path: dir.into(),
-                    action: "inspect the records directory",
-                    cause,
-                })
-            }
-        };
-        let owner = self.expected_owner();
-        let unsafe_because = |why: String| {
-            Err(StoreError::Unsafe {
-                path: dir.into(),
-                why,
-            })
-        };
-        if !meta.is_dir() {
-            return unsafe_because("not a directory".into());
-        }
-        if meta.uid() != owner && meta.uid() != 0 {
-            return unsafe_because(format!(
-                "owned by uid {}, expected uid {owner} or root",
-                meta.uid()
-            ));
-        }
-        if meta.mode() & 0o022 != 0 {
-            return unsafe_because(format!(
-                "mode {:04o} lets group or others write it; run chmod go-w",
-                meta.mode() & 0o7777
-            ));
-        }
-        Ok(true)
-    }
-
-    fn read_record(
-        &self,
-        parsed: &RefCell<Option<(FileId, Record)>>,
-    ) -> Result<Option<Record>, StoreError> {
-        let Some((mut file, meta)) = self.open_with_metadata(&self.record, OpenMode::Read)? else {
-            return Ok(None);
-        };
-        let id = FileId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
-        };
-        if let Some((known, record)) = &*parsed.borrow() {
-            if *known == id {
-                return Ok(Some(record.clone()));
-            }
-        }
-        let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(READ_CHUNK));
-        Read::by_ref(&mut file)
-            .take(MAX_RECORD_BYTES as u64 + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|cause| StoreError::Io {
-                path: self.record.clone(),
-                action: "read",
-                cause,
-            })?;
-        let record = Record::parse(&bytes).map_err(|cause| StoreError::BadRecord {
-            path: self.record.clone(),
-            cause,
-        })?;
-        *parsed.borrow_mut() = Some((id, record.clone()));
-        Ok(Some(record))
-    }
-
-    fn read_state(&self, file: &File) -> Result<State, StoreError> {
-        let mut bytes = [0u8; FILE_SIZE + 1];
-        let mut len = 0;
-        while len < bytes.len() {
-            match file.read_at(&mut bytes[len..], len as u64) {
-                Ok(0) => break,
-                Ok(n) => len += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(cause) => {
-                    return Err(StoreError::Io {
-                        path: self.state.clone(),
-                        action: "read",
-                        cause,
-                    })
-                }
-            }
-        }
-        State::decode(&bytes[..len]).map_err(|cause| StoreError::BadState {
-            path: self.state.clone(),
-            cause,
-        })
-    }
-
-    /// Writes `state.next()` into the slot after `state`'s and makes it durable.
-    fn write_state(&self, file: &File, state: &State) -> Result<(), StoreError> {
-        let next = state.next();
-        let (offset, slot) = next.encode_slot();
-        let io_err = |cause| StoreError::Io {
-            path: self.state.clone(),
-            action: "write",
-            cause,
-        };
-        // A fresh file is extended to both slots at once, so its size is never in between.
-        if file.metadata().map_err(io_err)?.len() < FILE_SIZE as u64 {
-            let mut whole = [0u8; FILE_SIZE];
-            whole[offset as usize..offset as usize + slot.len()].copy_from_slice(&slot);
-            file.write_all_at(&whole, 0).map_err(io_err)?;
-        } else {
-            file.write_all_at(&slot, offset).map_err(io_err)?;
-        }
-        file.sync_data().map_err(io_err)
-    }
-
-    /// Takes the user's exclusive lock: `flock` on the state file. Creates the file if `create`
-    /// is set; otherwise a missing file gives `Ok(None)`.
-    fn lock(&self, create: bool) -> Result<Option<Lock>, StoreError> {
-        loop {
-            let (file, created) = match self.open(&self.state, OpenMode::ReadWrite)? {
-                Some(file) => (file, false),
-                None if !create => return Ok(None),
-                None => match self.open(&self.state, OpenMode::CreateNew)? {
-                    Some(file) => (file, true),
-                    // Created by someone else in between: open theirs.
-                    None => continue,
-                },
-            };
-            lock_within(&file, LOCK_PATIENCE).map_err(|cause| StoreError::Io {
-                path: self.state.clone(),
-                action: "lock",
-                cause,
-            })?;
-            // A disable may have unlinked the file while we waited; its lock protects nothing.
-            let links = file
-                .metadata()
-                .map_err(|cause| StoreError::Io {
-                    path: self.state.clone(),
-                    action: "inspect",
-                    cause,
-                })?
-                .nlink();
-            if links > 0 {
-                return Ok(Some(Lock { file, created }));
-            }
-        }
-    }
-
-    /// Removes temp files that a writer killed mid-way left behind. Every writer holds the lock,
-    /// so under it any such file is stale.
-    fn remove_stale_temp_files(&self) -> Result<(), StoreError> {
-        let dir = self.record.parent().unwrap_or(Path::new("/"));
-        let mut prefix = OsString::from(".");
-        prefix.push(self.record.file_name().unwrap_or_default());
-        prefix.push(".");
-        let prefix = prefix.into_vec();
-        let entries = std::fs::read_dir(dir).map_err(|cause| StoreError::Io {
-            path: dir.into(),
-            action: "list",
-            cause,
-        })?;
-        for entry in entries.flatten() {
-            let name = entry.file_name().into_vec();
-            // Exactly our pattern, `.NAME.<16 hex digits>.tmp`, and no one else's file.
-            let is_ours = name
-                .strip_prefix(prefix.as_slice())
-                .and_then(|rest| rest.strip_suffix(b".tmp"))
-                .is_some_and(|hex| hex.len() == 16 && hex.iter().all(u8::is_ascii_hexdigit));
-            if is_ours {
-                remove_if_present(&entry.path())?;
-            }
-        }
-        Ok(())
-    }
-
-    fn write_record(&self, record: &Record) -> Result<(), StoreError> {
-        let text = record.to_toml();
-        let dir = self.record.parent().unwrap_or(Path::new("/"));
-        let mut temp_name = OsString::from(".");
-        temp_name.push(self.record.file_name().unwrap_or_default());
-        temp_name.push(format!(".{}.tmp", random_suffix()));
-        let temp = dir.join(temp_name);
-        let io_err = |action, cause| StoreError::Io {
-            path: temp.clone(),
-            action,
-            cause,
-        };
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&temp)
-            .map_err(|e| io_err("create", e))?;
-        let written = file
-            .write_all(text.as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(|e| io_err("write", e))
-            .and_then(|()| {
-                std::fs::rename(&temp, &self.record).map_err(|cause| StoreError::Io {
-                    path: self.record.clone(),
-                    action: "replace",
-                    cause,
-                })
-            });
-        if written.is_err() {
-            let _ = std::fs::remove_file(&temp);
-        }
-        written?;
-        sync_directory(&self.record)
-    }
-
-    /// Opens `path` without following links and checks it is a regular file of the right owner,
-    /// closed to group and others. `Ok(None)` if it does not exist (and is not being created).
-    fn open(&self, path: &Path, mode: OpenMode) -> Result<Option<File>, StoreError> {
-        Ok(self.open_with_metadata(path, mode)?.map(|(file, _)| file))
-    }
-
-    fn open_with_metadata(
-        &self,
-        path: &Path,
-        mode: OpenMode,
-    ) -> Result<Option<(File, std::fs::Metadata)>, StoreError> {
-        let mut options = std::fs::OpenOptions::new();
-        options
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK);
-        match mode {
-            OpenMode::Read => {}
-            OpenMode::ReadWrite => {
-                options.write(true);
-            }
-            OpenMode::CreateNew => {
-                options.write(true).create_new(true).mode(0o600);
-            }
-        }
-        let file = match options.open(path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound && mode != OpenMode::CreateNew => {
-                return Ok(None)
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && mode == OpenMode::CreateNew => {
-                return Ok(None)
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                return Err(StoreError::Unsafe {
-                    path: path.into(),
-                    why: "is a symbolic link".into(),
-                })
-            }
-            Err(cause) => {
-                return Err(StoreError::Io {
-                    path: path.into(),
-                    action: "open",
-                    cause,
-                })
-            }
-        };
-        let meta = file.metadata().map_err(|cause| StoreError::Io {
-            path: path.into(),
-            action: "inspect",
-            cause,
-        })?;
-        let owner = self.expected_owner();
-        let unsafe_because = |why: String| {
-            Err(StoreError::Unsafe {
-                path: path.into(),
-                why,
-            })
-        };
-        if !meta.file_type().is_file() {
-            return unsafe_because("not a regular file".into());
-        }
-        if meta.uid() != owner {
-            return unsafe_because(format!("owned by uid {}, expected uid {owner}", meta.uid()));
-        }
-        if meta.mode() & 0o077 != 0 {
-            return unsafe_because(format!(
-                "mode {:04o} lets group or others in; run chmod 600",
-                meta.mode() & 0o7777
-            ));
-        }
-        Ok(Some((file, meta)))
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum OpenMode {
-    Read,
-    ReadWrite,
-    /// Create a new file (`O_EXCL`); `Ok(None)` if it exists already.
-    CreateNew,
-}
-
-/// While alive, file access uses the user's uid and gid (home records, when running as root).
-/// Dropping it restores root's. Per thread, as Linux keeps fsuid per thread.
-struct Identity {
-    restore: Option<(u32, u32)>,
-}
-
-impl Identity {
-    fn assume(owner: Option<&Account>) -> Result<Identity, StoreError> {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
-        let Some(account) = owner.filter(|a| euid == 0 && a.uid != 0) else {
-            return Ok(Identity { restore: None });
-        };
-        // setfsuid/setfsgid return the previous value and never fail outright; passing an invalid
-        // id (-1) changes nothing and returns the current one, which confirms the switch.
-        // SAFETY: setfsgid and setfsuid only change this thread's filesystem credentials.
-        let (old_gid, old_uid) =
-            unsafe { (libc::setfsgid(account.gid), libc::setfsuid(account.uid)) };
-        let identity = Identity {
-            restore: Some((old_uid as u32, old_gid as u32)),
-        };
-        // SAFETY: as above; -1 is invalid and only queries the current value.
-        let (now_uid, now_gid) = unsafe { (libc::setfsuid(u32::MAX), libc::setfsgid(u32::MAX)) };
-        if now_uid as u32 != account.uid || now_gid as u32 != account.gid {
-            return Err(StoreError::Unsafe {
-                path: account.home.clone(),
-                why: format!("could not switch file access to uid {}", account.uid),
-            });
-        }
-        Ok(identity)
-    }
-}
-
-impl Drop for Identity {
-    fn drop(&mut self) {
-        if let Some((uid, gid)) = self.restore {
-            // SAFETY: restores this thread's filesystem credentials to the effective ids.
-            unsafe {
-                libc::setfsuid(uid);
-                libc::setfsgid(gid);
-            }
-        }
-    }
+    /// A file or directory is a link, has the wrong owner or is open to others.
+    Unsafe { path: PathBuf, why: String },
 }
 
 impl fmt::Display for StoreError {
@@ -673,7 +80,7 @@ impl fmt::Display for StoreError {
             StoreError::BadRecord { path, cause } => {
                 write!(f, "{}: malformed record: {cause}", path.display())
             }
-            StoreError::BadState { path, cause } => write!(f, "{}: {cause}", path.display()),
+            StoreError::BadState { path, why } => write!(f, "{}: {why}", path.display()),
             StoreError::NoAccount(user) => {
                 write!(
                     f,
@@ -685,104 +92,3 @@ impl fmt::Display for StoreError {
 }
 
 impl std::error::Error for StoreError {}
-
-/// Runs `action` with file access as `account` (when running as root), so that a path the user
-/// controls is opened with the user's rights, never root's.
-pub fn as_user<T>(account: &Account, action: impl FnOnce() -> T) -> Result<T, StoreError> {
-    let _identity = Identity::assume(Some(account))?;
-    Ok(action())
-}
-
-/// `alice.toml` keeps its state in `alice.state` (templates always end in `.toml`, so no record
-/// path is ever a state path).
-pub fn state_path(record: &Path) -> PathBuf {
-    record.with_extension("state")
-}
-
-/// Takes an exclusive `flock`, waiting at most `patience`: a lock held for longer (a hung
-/// process, or a user holding their own home lock) is an error, not a hang of sshd or the CLI.
-fn lock_within(file: &File, patience: Duration) -> io::Result<()> {
-    let deadline = Instant::now() + patience;
-    let mut pause = Duration::from_micros(50);
-    loop {
-        // SAFETY: the descriptor is open for the lifetime of `file`.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EWOULDBLOCK) if Instant::now() < deadline => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(5));
-            }
-            Some(libc::EWOULDBLOCK) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("held by another process for over {} s", patience.as_secs()),
-                ))
-            }
-            _ => return Err(err),
-        }
-    }
-}
-
-fn remove_if_present(path: &Path) -> Result<(), StoreError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(cause) => Err(StoreError::Io {
-            path: path.into(),
-            action: "remove",
-            cause,
-        }),
-    }
-}
-
-fn missing(path: &Path) -> StoreError {
-    StoreError::Io {
-        path: path.into(),
-        action: "create",
-        cause: io::ErrorKind::NotFound.into(),
-    }
-}
-
-/// Makes a rename or unlink in `file`'s directory durable.
-fn sync_directory(file: &Path) -> Result<(), StoreError> {
-    let dir = file.parent().unwrap_or(Path::new("/"));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|cause| StoreError::Io {
-            path: dir.into(),
-            action: "sync",
-            cause,
-        })
-}
-
-/// How long to wait for a user's lock; every holder keeps it for milliseconds.
-const LOCK_PATIENCE: Duration = Duration::from_secs(10);
-
-/// Records are a few hundred bytes; one read takes any record this size or smaller.
-const READ_CHUNK: usize = 8192;
-
-fn random_suffix() -> String {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        // The suffix only avoids collisions; O_EXCL makes a collision an error, not a hazard.
-        bytes = u64::from(std::process::id()).to_le_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn state_lives_beside_the_record() {
-        assert_eq!(
-            state_path(Path::new("/v/alice.toml")),
-            PathBuf::from("/v/alice.state")
-        );
-    }
-}

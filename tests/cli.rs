@@ -16,13 +16,14 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pam_twofold::backup::{BackupCodes, Candidate};
-use pam_twofold::config::RecordsTemplate;
-use pam_twofold::record::{Record, UserThrottle};
-use pam_twofold::state::State;
-use pam_twofold::store::{FileStore, Store};
-use pam_twofold::totp::{Algorithm, Digits, Secret, TotpKey};
-use pam_twofold::user::{Account, UserName};
+use twofold_core::backup::{BackupCodes, Candidate};
+use twofold_core::config::RecordsTemplate;
+use twofold_core::record::{Record, UserThrottle};
+use twofold_core::state::State;
+use twofold_core::store::Store;
+use twofold_core::totp::{Algorithm, Digits, Secret, TotpKey};
+use twofold_core::user::UserName;
+use twofold_host::FileStore;
 
 const SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 const OTHER_SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
@@ -748,7 +749,7 @@ fn utf8_qr_code_fits_80_columns_and_decodes_to_the_uri() {
     let modules = qr::parse_half_blocks(&drawing, false);
     assert_eq!(
         modules,
-        pam_twofold::qr::modules(&uri).unwrap(),
+        twofold_core::qr::modules(&uri).unwrap(),
         "drawing differs from the matrix"
     );
     assert_decodes_to(&modules, &uri, &sandbox.dir.join("qr-utf8.pgm"));
@@ -842,7 +843,7 @@ impl Sandbox {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_twofold"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_twofold-tested"));
         command.arg("--config").arg(&self.config).args(args);
         command
     }
@@ -987,7 +988,7 @@ impl Run {
 fn me() -> String {
     // SAFETY: getuid has no preconditions and cannot fail.
     let uid = unsafe { libc::getuid() };
-    Account::by_uid(uid)
+    twofold_host::passwd::by_uid(uid)
         .unwrap()
         .unwrap_or_else(|| panic!("uid {uid} has no passwd entry"))
         .name

@@ -10,19 +10,21 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use pam_twofold::backup::BackupCodes;
-use pam_twofold::config::RecordsTemplate;
-use pam_twofold::record::Record;
-use pam_twofold::state::{State, SLOT_SIZE};
-use pam_twofold::store::{FileStore, Store};
-use pam_twofold::user::UserName;
+use twofold_core::backup::BackupCodes;
+use twofold_core::config::RecordsTemplate;
+use twofold_core::record::Record;
+use twofold_core::state::State;
+use twofold_core::store::Store;
+use twofold_core::user::UserName;
+use twofold_host::state_file::{self, Slotted, SLOT_SIZE};
+use twofold_host::FileStore;
 
 use common::*;
 
 /// The test that acts as the writer in a re-exec'd process.
 const WORKER: &str = "writer_worker";
-/// What the writer says after each change that the store reported durable: the state's new
-/// generation, last step and code binding.
+/// What the writer says after each change that the store reported durable: the generation then
+/// on disk (the writer is the only one), the last step and the code binding.
 const COMMITTED: &str = "twofold-committed=";
 
 #[test]
@@ -45,10 +47,7 @@ fn writer_worker() {
                     record.backup_codes =
                         BackupCodes::generate(BACKUP_CODES, CHEAP).unwrap().hashed;
                     let binding = record.backup_codes.binding();
-                    Ok::<_, ()>((
-                        Some(record),
-                        (state.generation + 1, state.last_step, binding),
-                    ))
+                    Ok::<_, ()>((Some(record), (state.last_step, binding)))
                 })
                 .unwrap()
                 .unwrap()
@@ -58,12 +57,15 @@ fn writer_worker() {
                     state.last_step += 1;
                     let binding = record.backup_codes.binding();
                     state.spend_code(binding, (state.last_step % BACKUP_CODES as u64) as usize);
-                    (state.generation + 1, state.last_step, binding)
+                    (state.last_step, binding)
                 })
                 .unwrap()
                 .expect("enrolled")
         };
-        let (generation, last_step, binding) = committed;
+        let (last_step, binding) = committed;
+        let generation = state_file::decode(&fs::read(store.paths(&user).unwrap().1).unwrap())
+            .unwrap()
+            .generation;
         report(COMMITTED, format!("{generation} {last_step} {binding}"));
     }
 }
@@ -76,7 +78,7 @@ fn files_survive_a_writer_killed_at_random_moments() {
     let state_path = host.state_path("alice");
     let template = format!("{}/{{user}}.toml", host.records.display());
     let mut rng = Rng::from_env_or_random();
-    let mut before = host.state("alice");
+    let mut before = host.slotted("alice");
     let mut ahead_of_report = 0;
     let mut replaces_seen = 0;
     let mut spends_seen = 0;
@@ -105,7 +107,7 @@ fn files_survive_a_writer_killed_at_random_moments() {
 
         let record = Record::parse(&fs::read(&record_path).unwrap())
             .unwrap_or_else(|e| panic!("kill {kill}: record does not parse: {e}"));
-        let after = State::decode(&fs::read(&state_path).unwrap())
+        let after = state_file::decode(&fs::read(&state_path).unwrap())
             .unwrap_or_else(|e| panic!("kill {kill}: state does not decode: {e}"));
         let (loaded_record, loaded_state) = host
             .store()
@@ -114,7 +116,7 @@ fn files_survive_a_writer_killed_at_random_moments() {
             .expect("still enrolled");
         assert_eq!(
             (&loaded_record, &loaded_state),
-            (&record, &after),
+            (&record, &after.state),
             "kill {kill}"
         );
 
@@ -125,7 +127,7 @@ fn files_survive_a_writer_killed_at_random_moments() {
             after.generation
         );
         assert!(
-            after.last_step >= last_step,
+            after.state.last_step >= last_step,
             "kill {kill}: a reported step was lost"
         );
         ahead_of_report += usize::from(after.generation > last_generation);
@@ -135,19 +137,19 @@ fn files_survive_a_writer_killed_at_random_moments() {
             "kill {kill}: generation went back"
         );
         assert!(
-            after.last_step >= before.last_step,
+            after.state.last_step >= before.state.last_step,
             "kill {kill}: last_step went back"
         );
-        if after.codes_binding == before.codes_binding {
+        if after.state.codes_binding == before.state.codes_binding {
             assert_eq!(
-                before.spent_codes & !after.spent_codes,
+                before.state.spent_codes & !after.state.spent_codes,
                 0,
                 "kill {kill}: a spent code became unspent"
             );
         } else {
             replaces_seen += 1;
         }
-        spends_seen += usize::from(after.spent_codes != before.spent_codes);
+        spends_seen += usize::from(after.state.spent_codes != before.state.spent_codes);
         assert_only_expected_files(&host.records);
         before = after;
     }
@@ -202,7 +204,7 @@ fn temp_files(records: &Path) -> usize {
 }
 
 /// Two store updates, so that both slots hold a state: returns (older, newer).
-fn two_states(host: &Host, user: &str) -> (State, State) {
+fn two_states(host: &Host, user: &str) -> (Slotted, Slotted) {
     let store = host.store();
     let name = user_name(user);
     for step in [1_000, 2_000] {
@@ -211,18 +213,20 @@ fn two_states(host: &Host, user: &str) -> (State, State) {
             .unwrap()
             .unwrap();
     }
-    let newer = host.state(user);
-    assert_eq!(newer.last_step, 2_000);
-    let older = State {
+    let newer = host.slotted(user);
+    assert_eq!(newer.state.last_step, 2_000);
+    let older = Slotted {
         generation: newer.generation - 1,
-        last_step: 1_000,
-        ..newer.clone()
+        state: State {
+            last_step: 1_000,
+            ..newer.state.clone()
+        },
     };
     (older, newer)
 }
 
 /// The file offset of the slot holding `state`.
-fn slot_of(state: &State) -> usize {
+fn slot_of(state: &Slotted) -> usize {
     state.encode_slot().0 as usize
 }
 
@@ -243,9 +247,9 @@ fn torn_newer_state_slot_falls_back_to_the_older_one() {
     edit_state(&host, "alice", |bytes| {
         bytes[at + SLOT_SIZE / 2..at + SLOT_SIZE].fill(0)
     });
-    assert_eq!(host.state("alice"), older);
+    assert_eq!(host.slotted("alice"), older);
     let (_, loaded) = host.store().load(&user_name("alice")).unwrap().unwrap();
-    assert_eq!(loaded, older);
+    assert_eq!(loaded, older.state);
     // The next write goes into the torn slot and leaves the older one alone.
     let older_slot =
         fs::read(host.state_path("alice")).unwrap()[slot_of(&older)..][..SLOT_SIZE].to_vec();
@@ -253,9 +257,9 @@ fn torn_newer_state_slot_falls_back_to_the_older_one() {
         .update(&user_name("alice"), |_, state| state.last_step = 3_000)
         .unwrap()
         .unwrap();
-    let state = host.state("alice");
+    let state = host.slotted("alice");
     assert_eq!(
-        (state.generation, state.last_step),
+        (state.generation, state.state.last_step),
         (newer.generation, 3_000)
     );
     let bytes = fs::read(host.state_path("alice")).unwrap();
@@ -269,12 +273,12 @@ fn corrupted_newer_state_slot_falls_back_and_logins_go_on() {
     let (older, newer) = two_states(&host, "alice");
     let at = slot_of(&newer);
     edit_state(&host, "alice", |bytes| bytes[at + 40] ^= 0x01);
-    assert_eq!(host.state("alice"), older);
+    assert_eq!(host.slotted("alice"), older);
     host.login("alice", &[&alice.code(0)])
         .assert_rc(PAM_SUCCESS);
-    let state = host.state("alice");
+    let state = host.slotted("alice");
     assert_eq!(state.generation, newer.generation);
-    assert!(state.last_step + 1 >= current_step(30));
+    assert!(state.state.last_step + 1 >= current_step(30));
 }
 
 #[test]

@@ -7,10 +7,10 @@ mod common;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 
-use pam_twofold::backup;
-use pam_twofold::enroll::Pending;
-use pam_twofold::store::Store;
-use pam_twofold::totp::Secret;
+use twofold_core::backup;
+use twofold_core::enroll::Pending;
+use twofold_core::store::Store;
+use twofold_core::totp::Secret;
 
 use common::*;
 
@@ -602,7 +602,7 @@ fn enrollment_through_the_library_spends_the_confirming_code() {
 fn home_template_records_work_for_the_current_user() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    let account = pam_twofold::user::Account::by_uid(euid)
+    let account = twofold_host::passwd::by_uid(euid)
         .unwrap()
         .expect("the current user has a passwd entry");
     let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
@@ -629,8 +629,9 @@ fn home_template_records_work_for_the_current_user() {
     // Not enrolled yet: prompted and refused.
     host.login(user, &["123456"]).assert_rc(PAM_AUTH_ERR);
 
-    let store = pam_twofold::store::FileStore::new(
-        pam_twofold::config::RecordsTemplate::parse(&format!("~/{dir_name}/twofold.toml")).unwrap(),
+    let store = twofold_host::FileStore::new(
+        twofold_core::config::RecordsTemplate::parse(&format!("~/{dir_name}/twofold.toml"))
+            .unwrap(),
     );
     let enrolled = enroll_in(&store, user);
     let record = records.path().join("twofold.toml");
@@ -657,7 +658,7 @@ fn home_template_records_work_for_the_current_user() {
 fn unknown_user_with_home_records_looks_like_an_unenrolled_account() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    let account = pam_twofold::user::Account::by_uid(euid).unwrap().unwrap();
+    let account = twofold_host::passwd::by_uid(euid).unwrap().unwrap();
     let host = Host::new("");
     // A record nobody has, in the home itself, which exists for the current user.
     host.write_config("records = \"~/.twofold-test-never-created.toml\"\n");
@@ -706,7 +707,7 @@ const CONFIRM_PROMPT_SKIPPABLE: &str = "Code from the app to confirm (Enter to s
 fn me() -> String {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    pam_twofold::user::Account::by_uid(euid)
+    twofold_host::passwd::by_uid(euid)
         .unwrap()
         .expect("the current user has a passwd entry")
         .name

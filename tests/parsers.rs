@@ -18,12 +18,13 @@ use proptest::prelude::*;
 use proptest::sample::{select, Index};
 use proptest::test_runner::TestCaseError;
 
-use pam_twofold::backup::{BackupCodes, Candidate};
-use pam_twofold::config::{Config, ConfigError, ModuleArgs};
-use pam_twofold::record::{Record, RecordError, UserThrottle, MAX_RECORD_BYTES};
-use pam_twofold::state::{State, StateError, FILE_SIZE, MAX_FAILURES, SLOT_SIZE};
-use pam_twofold::totp::{Algorithm, Digits, Secret, TotpKey};
-use pam_twofold::user::UserName;
+use twofold_core::backup::{BackupCodes, Candidate};
+use twofold_core::config::{Config, ConfigError, ModuleArgs};
+use twofold_core::record::{Record, RecordError, UserThrottle, MAX_RECORD_BYTES};
+use twofold_core::state::{State, MAX_FAILURES};
+use twofold_core::totp::{Algorithm, Digits, Secret, TotpKey};
+use twofold_core::user::UserName;
+use twofold_host::state_file::{self, Slotted, StateError, FILE_SIZE, SLOT_SIZE};
 
 // ---- Arbitrary input never panics.
 
@@ -67,8 +68,8 @@ proptest! {
 
     #[test]
     fn state_decode_never_panics(bytes in vec(any::<u8>(), 0..(2 * FILE_SIZE))) {
-        match State::decode(&bytes) {
-            Ok(state) => prop_assert!(bytes.is_empty() && state == State::default()),
+        match state_file::decode(&bytes) {
+            Ok(state) => prop_assert!(bytes.is_empty() && state == Slotted::default()),
             Err(StateError::BadSize(n)) => prop_assert_eq!(n, bytes.len() as u64),
             Err(StateError::NoValidSlot) => prop_assert_eq!(bytes.len(), FILE_SIZE),
         }
@@ -77,7 +78,7 @@ proptest! {
     #[test]
     fn state_decode_never_panics_on_full_size_junk(bytes in vec(any::<u8>(), FILE_SIZE)) {
         // Random bytes cannot carry a valid checksum (the magic alone is 2^-64).
-        prop_assert_eq!(State::decode(&bytes), Err(StateError::NoValidSlot));
+        prop_assert_eq!(state_file::decode(&bytes), Err(StateError::NoValidSlot));
     }
 
     #[test]
@@ -165,7 +166,7 @@ proptest! {
         let (newer_offset, _) = newer.encode_slot();
         let newer_offset = usize::try_from(newer_offset).unwrap();
         let damaged_newer = (newer_offset..newer_offset + SLOT_SIZE).contains(&at);
-        let decoded = State::decode(&file).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let decoded = state_file::decode(&file).map_err(|e| TestCaseError::fail(e.to_string()))?;
         // The damaged slot fails its checksum; the other one is read, whatever its generation.
         let expected = if damaged_newer { &older } else { &newer };
         prop_assert_eq!(&decoded, &trimmed(expected));
@@ -230,7 +231,7 @@ proptest! {
         let mut file = vec![0u8; FILE_SIZE];
         let offset = usize::try_from(offset).unwrap();
         file[offset..offset + SLOT_SIZE].copy_from_slice(&slot);
-        prop_assert_eq!(State::decode(&file), Ok(trimmed(&state)));
+        prop_assert_eq!(state_file::decode(&file), Ok(trimmed(&state)));
     }
 
     #[test]
@@ -297,7 +298,7 @@ fn ten_megabyte_config_is_refused_quickly() {
     let dir = TempDir::new("ten-megabyte-config");
     let path = dir.file("config.toml", &padded(b"nullok = false\n", TEN_MB));
     let started = Instant::now();
-    let err = Config::load(&path).unwrap_err();
+    let err = twofold_host::config_file::load(&path).unwrap_err();
     assert!(started.elapsed() < QUICKLY, "took {:?}", started.elapsed());
     assert!(
         matches!(err, ConfigError::Invalid { line: None, .. }),
@@ -313,9 +314,11 @@ fn ten_megabyte_config_is_refused_quickly() {
 fn config_at_the_size_limit_is_read_and_one_byte_more_is_not() {
     let dir = TempDir::new("config-size-limit");
     let at_limit = dir.file("at.toml", &padded(b"nullok = true\n", CONFIG_LIMIT));
-    assert!(Config::load(&at_limit).unwrap().nullok);
+    assert!(twofold_host::config_file::load(&at_limit).unwrap().nullok);
     let over = dir.file("over.toml", &padded(b"nullok = true\n", CONFIG_LIMIT + 1));
-    let err = Config::load(&over).unwrap_err().to_string();
+    let err = twofold_host::config_file::load(&over)
+        .unwrap_err()
+        .to_string();
     assert!(err.ends_with(": larger than 65536 bytes"), "{err}");
 }
 
@@ -323,7 +326,7 @@ fn config_at_the_size_limit_is_read_and_one_byte_more_is_not() {
 fn valid_config_file_loads() {
     let dir = TempDir::new("valid-config");
     let path = dir.file("config.toml", VALID_CONFIG.as_bytes());
-    let config = Config::load(&path).unwrap();
+    let config = twofold_host::config_file::load(&path).unwrap();
     assert_eq!(config.issuer.as_deref(), Some("example.org"));
     assert_eq!(config.throttle.lock_secs, 900);
 }
@@ -352,7 +355,7 @@ fn config_with_nul_byte_names_its_line() {
 fn config_file_that_is_not_utf8_is_refused() {
     let dir = TempDir::new("config-not-utf8");
     let path = dir.file("config.toml", b"issuer = \"caf\xe9\"\n");
-    let err = Config::load(&path).unwrap_err();
+    let err = twofold_host::config_file::load(&path).unwrap_err();
     assert!(matches!(err, ConfigError::Unreadable { .. }), "{err:?}");
     let err = err.to_string();
     assert!(
@@ -623,25 +626,31 @@ fn record() -> impl Strategy<Value = Record> {
     })
 }
 
-fn state() -> impl Strategy<Value = State> {
+fn state() -> impl Strategy<Value = Slotted> {
     (any::<[u64; 6]>(), vec(any::<u64>(), 0..=MAX_FAILURES + 5)).prop_map(|(words, failures)| {
-        State {
+        Slotted {
             generation: words[0],
-            last_step: words[1],
-            failures,
-            locked_until: words[2],
-            spent_codes: words[3],
-            codes_binding: words[4],
+            state: State {
+                last_step: words[1],
+                failures,
+                locked_until: words[2],
+                spent_codes: words[3],
+                codes_binding: words[4],
+            },
         }
     })
 }
 
 /// `state` as read back: only the newest `MAX_FAILURES` failures are kept.
-fn trimmed(state: &State) -> State {
+fn trimmed(slotted: &Slotted) -> Slotted {
+    let state = &slotted.state;
     let keep = state.failures.len().saturating_sub(MAX_FAILURES);
-    State {
-        failures: state.failures[keep..].to_vec(),
-        ..state.clone()
+    Slotted {
+        generation: slotted.generation,
+        state: State {
+            failures: state.failures[keep..].to_vec(),
+            ..state.clone()
+        },
     }
 }
 
@@ -951,7 +960,7 @@ proptest! {
             _ => None,
         };
         let started = Instant::now();
-        let lines = pam_twofold::pamconf::twofold_lines(
+        let lines = twofold_cli::check::stack::twofold_lines(
             "svc",
             &service.join("\n"),
             &read,
@@ -978,6 +987,6 @@ fn pam_stack_review_survives_arbitrary_bytes() {
                 char::from(b" \n\t[]=#\\-@authsuficenrqdpmx_.12"[(rng % 31) as usize])
             })
             .collect();
-        let _ = pam_twofold::pamconf::twofold_lines("svc", &text, &|_| None, &|_| Ok(true));
+        let _ = twofold_cli::check::stack::twofold_lines("svc", &text, &|_| None, &|_| Ok(true));
     }
 }

@@ -12,12 +12,13 @@ use std::fs;
 use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 
-use pam_twofold::backup::{BackupCodes, Cost};
-use pam_twofold::config::RecordsTemplate;
-use pam_twofold::record::Record;
-use pam_twofold::store::{FileStore, Store};
-use pam_twofold::totp::Secret;
-use pam_twofold::user::{Account, UserName};
+use twofold_core::backup::{BackupCodes, Cost};
+use twofold_core::config::RecordsTemplate;
+use twofold_core::record::Record;
+use twofold_core::store::Store;
+use twofold_core::totp::Secret;
+use twofold_core::user::UserName;
+use twofold_host::FileStore;
 
 use root::{enroll_interactively, pamtester, totp, Service, TempDir, TestUser};
 
@@ -223,7 +224,7 @@ fn home_record_open_to_others_or_owned_by_another_user_is_refused() {
     assert!(login.output.contains("unavailable"), "{login:#?}");
 
     fs::set_permissions(&record, fs::Permissions::from_mode(0o600)).unwrap();
-    let nobody = Account::by_name(&UserName::parse("nobody").unwrap())
+    let nobody = twofold_host::passwd::by_name(&UserName::parse("nobody").unwrap())
         .unwrap()
         .expect("the nobody account");
     chown(&record, Some(nobody.uid), Some(nobody.gid)).unwrap();
@@ -382,7 +383,9 @@ impl Host {
         };
         let store = FileStore::new(RecordsTemplate::parse(&self.records).unwrap());
         store
-            .replace(&user.user_name(), |_, _| Ok::<_, ()>((Some(record), ())))
+            .replace(&user.user_name(), |_, _| {
+                Ok::<_, ()>((Some(record.clone()), ()))
+            })
             .expect("store")
             .expect("replace");
         (secret, new.plain.iter().map(|c| c.to_string()).collect())

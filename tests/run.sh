@@ -24,7 +24,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 fi
 
 rm -rf target/root-tests-ran
-cargo test --all-targets "$@"
+cargo test --workspace --all-targets "$@"
 
 # The packages are built, installed, checked and purged as root (packaging/check.sh says how).
 if [ "$(id -u)" = 0 ] && [ -f packaging/check.sh ]; then

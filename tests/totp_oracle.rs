@@ -13,7 +13,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 
-use pam_twofold::totp::{Algorithm, Digits, Secret, TotpKey};
+use twofold_core::totp::{Algorithm, Digits, Secret, TotpKey};
 
 #[test]
 fn rfc6238_table_is_reproduced_by_oathtool_and_by_us() {

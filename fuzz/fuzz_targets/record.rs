@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-use pam_twofold::record::Record;
+use twofold_core::record::Record;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(record) = Record::parse(data) {

@@ -20,12 +20,14 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pam_twofold::backup::{BackupCodes, Cost, NewCodes};
-use pam_twofold::record::Record;
-use pam_twofold::state::State;
-use pam_twofold::store::{FileStore, Store};
-use pam_twofold::totp::{Algorithm, Digits, Secret, TotpKey};
-use pam_twofold::user::UserName;
+use twofold_core::backup::{BackupCodes, Cost, NewCodes};
+use twofold_core::record::Record;
+use twofold_core::state::State;
+use twofold_core::store::Store;
+use twofold_core::totp::{Algorithm, Digits, Secret, TotpKey};
+use twofold_core::user::UserName;
+use twofold_host::state_file::{self, Slotted};
+use twofold_host::FileStore;
 
 // ---- PAM return codes and items, from <security/_pam_types.h> (Linux-PAM 1.5.2).
 
@@ -570,8 +572,8 @@ impl Host {
     }
 
     /// The config the module reads, parsed by the library.
-    pub fn config(&self) -> pam_twofold::config::Config {
-        pam_twofold::config::Config::parse(&self.config, &self.config_text.borrow()).unwrap()
+    pub fn config(&self) -> twofold_core::config::Config {
+        twofold_core::config::Config::parse(&self.config, &self.config_text.borrow()).unwrap()
     }
 
     pub fn store(&self) -> FileStore {
@@ -604,7 +606,12 @@ impl Host {
 
     /// The user's state as it is on disk.
     pub fn state(&self, user: &str) -> State {
-        State::decode(&fs::read(self.state_path(user)).unwrap()).unwrap()
+        self.slotted(user).state
+    }
+
+    /// The user's state as it is on disk, with the generation of the slot it was read from.
+    pub fn slotted(&self, user: &str) -> Slotted {
+        state_file::decode(&fs::read(self.state_path(user)).unwrap()).unwrap()
     }
 }
 
@@ -624,7 +631,9 @@ pub fn enroll_in(store: &FileStore, user: &str) -> Enrolled {
         backup_codes: hashed,
     };
     store
-        .replace(&user_name(user), |_, _| Ok::<_, ()>((Some(record), ())))
+        .replace(&user_name(user), |_, _| {
+            Ok::<_, ()>((Some(record.clone()), ()))
+        })
         .expect("store")
         .expect("replace");
     Enrolled {

@@ -282,7 +282,7 @@ impl SshHost {
     ) -> SshLogin {
         let mut command = Command::new(PYTHON);
         command
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/ssh_login.py"))
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/ssh_login.py"))
             .args(["--port", &self.sshd.port.to_string(), "--user", &user.name])
             .args(args)
             .args(["--command", REMOTE_COMMAND]);

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pam_twofold::user::{Account, UserName};
+use twofold_core::user::UserName;
 
 // Macros first: `#[macro_use] mod root;` makes them visible to the test file after this.
 
@@ -50,7 +50,7 @@ pub fn root_test_starts(test: &str) -> bool {
         eprintln!("SKIPPED {test}: needs root (real users and /etc/pam.d)");
         return false;
     }
-    let markers = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/root-tests-ran");
+    let markers = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/root-tests-ran");
     fs::create_dir_all(&markers).expect("create the marker directory");
     fs::write(markers.join(test), b"").expect("write the marker");
     true
@@ -108,7 +108,7 @@ impl TestUser {
             let line = format!("{}:{}\n", user.name, user.password);
             run_ok(&mut Command::new("chpasswd"), Some(line.as_bytes()));
         }
-        let account = Account::by_name(&user.user_name())
+        let account = twofold_host::passwd::by_name(&user.user_name())
             .expect("passwd lookup")
             .expect("the new user is in passwd");
         user.uid = account.uid;
@@ -281,7 +281,7 @@ pub fn pamtester(service: &Service, user: &str, answers: &[&str]) -> PamRun {
 
 /// The `twofold` CLI with `--config config`.
 pub fn twofold(config: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_twofold"));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_twofold-tested"));
     command.arg("--config").arg(config).args(args);
     command
 }
@@ -351,7 +351,7 @@ pub fn enroll_interactively(config: &Path, user: &str) -> Enrolled {
 pub mod totp {
     use std::time::{SystemTime, UNIX_EPOCH};
 
-    use pam_twofold::totp::{Algorithm, Digits, Secret, TotpKey};
+    use twofold_core::totp::{Algorithm, Digits, Secret, TotpKey};
 
     pub fn unix_now() -> u64 {
         SystemTime::now()

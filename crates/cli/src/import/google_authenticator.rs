@@ -10,8 +10,8 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
-use crate::record::UserThrottle;
-use crate::totp::{Secret, SecretError};
+use twofold_core::record::UserThrottle;
+use twofold_core::totp::{Secret, SecretError};
 
 /// The contents of a google-authenticator file that twofold keeps.
 pub struct GoogleAuthenticator {
@@ -68,7 +68,7 @@ impl GoogleAuthenticator {
                 let values: Vec<&str> = words.collect();
                 let bad = || ImportError::BadOption {
                     line: number,
-                    option: crate::config::one_line(name),
+                    option: twofold_core::text::one_line(name),
                 };
                 let number_at = |i: usize| -> Result<u32, ImportError> {
                     values.get(i).and_then(|v| v.parse().ok()).ok_or_else(bad)

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::config::ModuleArgs;
+use twofold_core::config::ModuleArgs;
 
 /// How much a finding matters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

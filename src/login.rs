@@ -6,16 +6,17 @@
 //! `Store::update`, under the user's lock, on freshly read files: so parallel logins with one code
 //! see each other's writes, and exactly one of them wins.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use zeroize::Zeroizing;
 
 use crate::backup::{Candidate, CandidateHash};
+use crate::clock::Clock;
 use crate::config::{Config, ThrottlePolicy};
-use crate::enroll::{self, EnrollError};
+use crate::enroll::{self, AtLogin, EnrollError};
+use crate::prompt::{PromptError, Prompter};
 use crate::record::Record;
 use crate::state::State;
-use crate::store::{Store, StoreError};
+use crate::store::{Accounts, Store, StoreError};
+use crate::text::without_separators;
 use crate::totp::Verdict;
 use crate::user::UserName;
 
@@ -23,38 +24,6 @@ use crate::user::UserName;
 pub const CODE_PROMPT: &str = "Verification code: ";
 /// The single prompt of `forward_pass`.
 pub const PASSWORD_AND_CODE_PROMPT: &str = "Password and verification code: ";
-
-/// Asks the person logging in, through whatever front door they use.
-pub trait Prompter {
-    /// Asks with echo off.
-    fn ask_hidden(&mut self, prompt: &str) -> Result<Zeroizing<String>, PromptError>;
-    /// Asks with echo on.
-    fn ask_visible(&mut self, prompt: &str) -> Result<Zeroizing<String>, PromptError>;
-    /// Shows a line of information.
-    fn info(&mut self, text: &str);
-    /// Shows a line about something that went wrong.
-    fn error(&mut self, text: &str);
-    /// Whether `answer` is the password this login already gave: some applications (sshd's
-    /// password authentication, screen lockers) answer every hidden prompt with it, so they
-    /// cannot take part in an enrollment.
-    fn repeats_password(&self, answer: &str) -> bool {
-        let _ = answer;
-        false
-    }
-}
-
-/// The conversation failed or was abandoned (the client hung up, sent nothing).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PromptError(pub String);
-
-/// The time, in seconds since the Unix epoch.
-pub trait Clock {
-    fn now(&self) -> u64;
-}
-
-/// The system clock; the only one the PAM module uses.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
 
 /// The host policy a login is checked against.
 #[derive(Clone, Copy, Debug)]
@@ -132,7 +101,7 @@ pub enum Denial {
 }
 
 /// Runs one login for `user`.
-pub fn authenticate<S: Store>(
+pub fn authenticate<S: Store + Accounts>(
     store: &S,
     user: Option<&UserName>,
     policy: &LoginPolicy,
@@ -159,7 +128,9 @@ pub fn authenticate<S: Store>(
             };
             return match enrolling {
                 Some(config) => {
-                    enroll::at_login(store, user, config, policy.nullok, prompter, clock)
+                    let enrolled =
+                        enroll::at_login(store, user, config, policy.nullok, prompter, clock);
+                    enrollment_outcome(enrolled, policy.nullok)
                 }
                 None if policy.nullok => Outcome::NotEnrolledSkipped,
                 None => refuse_after_prompt(prompter, policy, Denial::NotEnrolled),
@@ -225,6 +196,20 @@ pub fn authenticate<S: Store>(
     }
 }
 
+/// What an enrollment at login means for the login.
+fn enrollment_outcome(enrolled: AtLogin, nullok: bool) -> Outcome {
+    match enrolled {
+        AtLogin::Enrolled => Outcome::Enrolled,
+        AtLogin::Postponed => Outcome::EnrollmentPostponed,
+        AtLogin::CannotEnrollHere if nullok => Outcome::NotEnrolledSkipped,
+        AtLogin::CannotEnrollHere => Outcome::Denied(Denial::CannotEnrollHere),
+        AtLogin::EnrolledMeanwhile => Outcome::Denied(Denial::EnrolledMeanwhile),
+        AtLogin::NotConfirmed => Outcome::Denied(Denial::EnrollmentNotConfirmed),
+        AtLogin::ConversationFailed(e) => Outcome::ConversationFailed(e),
+        AtLogin::Failed(e) => Outcome::EnrollmentFailed(e),
+    }
+}
+
 /// Asks anyway, and spends what a check would, so that neither the prompt nor the time taken
 /// tells who is enrolled.
 fn refuse_after_prompt(
@@ -273,8 +258,7 @@ fn ask(
 
 fn split_answer(answer: &str, forward_pass: bool, record: &Record) -> Option<Typed> {
     if !forward_pass {
-        let mut totp = Zeroizing::new(String::with_capacity(answer.len()));
-        totp.extend(answer.chars().filter(|c| !matches!(c, ' ' | '-')));
+        let totp = without_separators(answer);
         let backup = Candidate::parse(answer).map(|c| (c, None));
         return Some(Typed {
             totp: Some((totp, None)),
@@ -399,15 +383,6 @@ fn effective_throttle(record: &Record, host: &ThrottlePolicy) -> ThrottlePolicy 
     }
 }
 
-impl Clock for SystemClock {
-    fn now(&self) -> u64 {
-        // A clock before 1970 is a broken clock; 0 makes every code wrong, which fails closed.
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    }
-}
-
 impl std::fmt::Debug for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -433,12 +408,6 @@ impl std::fmt::Debug for Outcome {
             Outcome::ConversationFailed(e) => f.debug_tuple("ConversationFailed").field(e).finish(),
             Outcome::Unavailable(e) => f.debug_tuple("Unavailable").field(e).finish(),
         }
-    }
-}
-
-impl std::fmt::Display for PromptError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
@@ -492,7 +461,7 @@ mod tests {
         fn update<T>(
             &self,
             user: &UserName,
-            change: impl FnOnce(&Record, &mut State) -> T,
+            mut change: impl FnMut(&Record, &mut State) -> T,
         ) -> Result<Option<T>, StoreError> {
             let mut users = self.users.borrow_mut();
             Ok(users
@@ -503,7 +472,7 @@ mod tests {
         fn replace<T, E>(
             &self,
             user: &UserName,
-            change: impl FnOnce(Option<&Record>, &mut State) -> Result<(Option<Record>, T), E>,
+            mut change: impl FnMut(Option<&Record>, &mut State) -> Result<(Option<Record>, T), E>,
         ) -> Result<Result<T, E>, StoreError> {
             let mut users = self.users.borrow_mut();
             let current = users.get(user.as_str()).cloned();
@@ -519,6 +488,12 @@ mod tests {
                 }
                 Err(e) => Ok(Err(e)),
             }
+        }
+    }
+
+    impl Accounts for MemoryStore {
+        fn is_account(&self, _: &UserName) -> Result<bool, StoreError> {
+            Ok(true)
         }
     }
 
@@ -540,6 +515,7 @@ mod tests {
         }
         fn info(&mut self, _: &str) {}
         fn error(&mut self, _: &str) {}
+        fn offer(&mut self, _: &crate::prompt::EnrollmentOffer) {}
     }
 
     struct At(u64);
@@ -957,6 +933,12 @@ mod tests {
         fn error(&mut self, text: &str) {
             self.shown.push(format!("error: {text}"));
         }
+        fn offer(&mut self, offer: &crate::prompt::EnrollmentOffer) {
+            // Drawing the QR code is the door's business: the phone reads the URI and the key.
+            self.shown.push(offer.uri.to_string());
+            self.shown
+                .push(format!("{}{}", enroll::KEY_LINE, offer.key_text.as_str()));
+        }
     }
 
     fn enrolling_config() -> Config {
@@ -996,12 +978,8 @@ mod tests {
         assert!(matches!(outcome, Outcome::Enrolled), "{outcome:?}");
         assert_eq!(prompts, [enroll::CONFIRM_PROMPT, enroll::STORED_PROMPT]);
         assert_eq!(shown[0], enroll::LOGIN_INTRO);
-        assert!(
-            shown[1].contains('█') && !shown[1].ends_with('\n'),
-            "QR: {}",
-            shown[1]
-        );
-        assert!(shown[1].lines().all(|l| l.chars().count() <= 80));
+        // The offer: the URI for the QR code (drawn by the door), then the key as text.
+        assert!(shown[1].starts_with("otpauth://totp/"), "{}", shown[1]);
         assert!(shown[2].starts_with(enroll::KEY_LINE));
         let done = &shown[3];
         assert!(

@@ -1,0 +1,194 @@
+//! `twofold check`: the config, the records directory, and the PAM stacks that load the module.
+
+pub mod stack;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use twofold_core::config::{Config, ModuleArgs, RecordsLocation};
+use twofold_core::store::Store;
+use twofold_core::user::UserName;
+use twofold_host::{config_file, FileStore};
+
+use crate::support::Failure;
+use stack::Severity;
+
+pub(crate) fn check(path: &Path, config: &Config, pam_dir: &Path) -> Result<(), Failure> {
+    if path.exists() {
+        println!("{}: ok", path.display());
+    } else {
+        println!("{}: absent, using the defaults", path.display());
+    }
+    println!(
+        "records: {} ({})",
+        config.records.as_str(),
+        match config.records.location() {
+            RecordsLocation::Central => "central",
+            RecordsLocation::Home => "in each user's home",
+        }
+    );
+    println!(
+        "nullok: {}",
+        if config.nullok {
+            "on (unenrolled users skip the second factor)"
+        } else {
+            "off"
+        }
+    );
+    println!(
+        "enroll_on_login: {}",
+        if config.enroll_on_login {
+            "on (unenrolled users enroll at their next login)"
+        } else {
+            "off"
+        }
+    );
+    let mut problems = check_pam_stacks(pam_dir, path, config);
+    if config.records.location() == RecordsLocation::Central {
+        let sample = config.records.path_for("user", None).unwrap_or_default();
+        let dir = sample.parent().unwrap_or(Path::new("/"));
+        match std::fs::metadata(dir) {
+            Ok(meta) if !meta.is_dir() => {
+                problems += 1;
+                println!("{}: not a directory", dir.display());
+            }
+            Ok(meta) => {
+                let mode = meta.mode() & 0o7777;
+                if meta.uid() != 0 || mode & 0o022 != 0 {
+                    problems += 1;
+                    println!(
+                        "{}: unsafe: owner uid {}, mode {mode:04o}; expected root and 0700",
+                        dir.display(),
+                        meta.uid()
+                    );
+                } else {
+                    println!("{}: ok (root, {mode:04o})", dir.display());
+                }
+                problems += check_records(config, dir);
+            }
+            Err(e) => {
+                problems += 1;
+                println!("{}: {e}", dir.display());
+            }
+        }
+    }
+    if problems == 0 {
+        println!("no problems found");
+        Ok(())
+    } else {
+        Err(Failure(format!("{problems} problem(s) found")))
+    }
+}
+
+/// Reports every service file in `dir` that loads the module (directly or through an include),
+/// and what is risky about it.
+fn check_pam_stacks(dir: &Path, main_config: &Path, config: &Config) -> usize {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+        Err(e) => {
+            println!("{}: cannot list: {e}", dir.display());
+            return 1;
+        }
+    };
+    files.sort();
+    // Included names are relative to the PAM directory, as libpam reads them.
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    // Whether a line enrolls at login (its own argument, or the config it names), or why the
+    // module there refuses every login.
+    let enrolls = |args: &ModuleArgs| {
+        let loaded;
+        let named = match args.config_path() {
+            path if path == main_config => config,
+            path => {
+                loaded = config_file::load(path)
+                    .map_err(|e| format!("config {e}: the module refuses every login here"))?;
+                &loaded
+            }
+        };
+        args.enrolls_on_login(named)
+            .map_err(|why| format!("module argument {why}: the module refuses every login here"))
+    };
+    let (mut uses, mut problems) = (0, 0);
+    for file in files {
+        let Some(service) = file.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        // libpam reads only the file named after the service: backups are not stacks.
+        const BACKUPS: &[&str] = &[
+            ".dpkg-", "~", ".pam-old", ".bak", ".old", ".save", ".orig", ".ucf-", ".rpmnew",
+            ".rpmsave", ".rpmorig",
+        ];
+        if BACKUPS.iter().any(|b| service.contains(b)) || !file.is_file() {
+            continue;
+        }
+        let text = match std::fs::read(&file) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) => {
+                println!("{}: cannot read: {e}", file.display());
+                continue;
+            }
+        };
+        for found in stack::twofold_lines(service, &text, &read, &enrolls) {
+            uses += 1;
+            let place = if found.file == service {
+                format!("{}:{}", file.display(), found.line)
+            } else {
+                format!("{} (via {}:{})", file.display(), found.file, found.line)
+            };
+            let line = format!(
+                "auth {} pam_twofold.so {}",
+                found.control,
+                found.args.join(" ")
+            );
+            if found.findings.is_empty() {
+                println!("{place}: ok ({})", line.trim_end());
+            }
+            for (severity, finding) in &found.findings {
+                match severity {
+                    Severity::Problem => {
+                        problems += 1;
+                        println!("{place}: {finding}");
+                    }
+                    Severity::Warning => println!("{place}: warning: {finding}"),
+                }
+            }
+        }
+    }
+    if uses == 0 {
+        println!("{}: no service uses pam_twofold.so yet", dir.display());
+    }
+    problems
+}
+
+/// Loads every record in a central directory, returning how many have defects.
+fn check_records(config: &Config, dir: &Path) -> usize {
+    let template = config.records.as_str();
+    let Some(name_pattern) = template.rsplit('/').next().filter(|n| n.contains("{user}")) else {
+        return 0;
+    };
+    let (prefix, suffix) = name_pattern
+        .split_once("{user}")
+        .unwrap_or((name_pattern, ""));
+    let store = FileStore::new(config.records.clone());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let (mut checked, mut problems) = (0, 0);
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(user) = name
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix(suffix))
+            .and_then(UserName::parse)
+        else {
+            continue;
+        };
+        checked += 1;
+        if let Err(e) = store.load(&user) {
+            problems += 1;
+            println!("{e}");
+        }
+    }
+    println!("records checked: {checked}, with problems: {problems}");
+    problems
+}

@@ -1,0 +1,8 @@
+//! One file per command.
+
+pub mod codes;
+pub mod disable;
+pub mod enroll;
+pub mod import;
+pub mod status;
+pub mod unlock;

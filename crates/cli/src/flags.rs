@@ -1,0 +1,112 @@
+//! The command line: every flag in one place.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use twofold_core::config::DEFAULT_CONFIG_PATH;
+
+#[derive(Parser)]
+#[command(
+    name = "twofold",
+    version,
+    about = "Two-factor authentication for Linux logins"
+)]
+pub(crate) struct Cli {
+    /// The config file.
+    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
+    pub(crate) config: PathBuf,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Enroll a user: show a QR code, confirm one code, show the backup codes once.
+    Enroll {
+        /// The user to enroll (default: you; only root may name another).
+        #[arg(long)]
+        user: Option<String>,
+        /// Use this base32 secret instead of a random one; `-` reads it from stdin (keeps it out
+        /// of the process list).
+        #[arg(long, value_name = "BASE32")]
+        secret: Option<String>,
+        /// The confirming code, instead of asking for it.
+        #[arg(long)]
+        code: Option<String>,
+        /// Replace an existing enrollment.
+        #[arg(long)]
+        force: bool,
+        /// Also write the backup codes to this new file (mode 0600).
+        #[arg(long, value_name = "PATH")]
+        backup_codes_file: Option<PathBuf>,
+        /// How to draw the QR code.
+        #[arg(long, value_enum, default_value_t = QrArg::Utf8)]
+        qr: QrArg,
+    },
+    /// Show what a user has enrolled.
+    Status {
+        #[arg(long)]
+        user: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage backup codes.
+    Codes {
+        #[command(subcommand)]
+        action: CodesAction,
+    },
+    /// Clear a user's failed-code lock.
+    Unlock {
+        #[arg(long)]
+        user: String,
+    },
+    /// Remove a user's enrollment.
+    Disable {
+        #[arg(long)]
+        user: String,
+    },
+    /// Import an enrollment from another module's file.
+    Import {
+        #[command(subcommand)]
+        source: ImportSource,
+    },
+    /// Validate the config, the records directory, and the PAM stacks that use the module.
+    Check {
+        /// Where the PAM service files are.
+        #[arg(long, value_name = "DIR", default_value = "/etc/pam.d")]
+        pam_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum CodesAction {
+    /// Replace all backup codes with new ones and show them once.
+    Regenerate {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, value_name = "PATH")]
+        backup_codes_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ImportSource {
+    /// A `~/.google_authenticator` file (TOTP mode).
+    GoogleAuthenticator {
+        file: PathBuf,
+        #[arg(long)]
+        user: Option<String>,
+        /// Replace an existing enrollment.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum QrArg {
+    Utf8,
+    Ansi,
+    None,
+}

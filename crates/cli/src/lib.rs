@@ -1,0 +1,99 @@
+//! `twofold`: enroll users, manage backup codes, inspect and unlock, import, check the config.
+//!
+//! Exit codes: 0 success, 1 failure, 2 wrong usage. Every error is one line on stderr.
+
+#![forbid(unsafe_code)]
+
+pub mod check;
+mod commands;
+mod flags;
+pub mod import;
+mod support;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use zeroize::Zeroizing;
+
+use twofold_core::totp::Secret;
+use twofold_host::{config_file, FileStore};
+
+use commands::{codes, disable, enroll, import as import_command, status, unlock};
+use flags::{Cli, CodesAction, Command, ImportSource};
+use support::{ask_line, target_user, Failure};
+
+/// Runs the command line of this process.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(message)) => {
+            eprintln!("twofold: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let config = config_file::load(&cli.config)?;
+    let store = FileStore::new(config.records.clone());
+    match cli.command {
+        Command::Enroll {
+            user,
+            secret,
+            code,
+            force,
+            backup_codes_file,
+            qr,
+        } => {
+            let user = target_user(user.as_deref())?;
+            // `--secret -` reads it from stdin, keeping it out of argv (and so out of `ps`).
+            let secret = secret
+                .map(|s| {
+                    if s == "-" {
+                        ask_line("Secret (base32): ")
+                    } else {
+                        Ok(Zeroizing::new(s))
+                    }
+                })
+                .transpose()?
+                .map(|s| Secret::from_base32(&s))
+                .transpose()
+                .map_err(|e| Failure(format!("--secret: {e}")))?;
+            enroll::enroll_user(
+                &config,
+                &store,
+                &user,
+                secret,
+                code,
+                force,
+                backup_codes_file,
+                qr,
+            )
+        }
+        Command::Status { user, json } => {
+            status::status(&store, &target_user(user.as_deref())?, json)
+        }
+        Command::Codes {
+            action:
+                CodesAction::Regenerate {
+                    user,
+                    backup_codes_file,
+                },
+        } => codes::regenerate(
+            &config,
+            &store,
+            &target_user(user.as_deref())?,
+            backup_codes_file.as_deref(),
+        ),
+        Command::Unlock { user } => unlock::unlock(&store, &target_user(Some(&user))?),
+        Command::Disable { user } => disable::disable(&store, &target_user(Some(&user))?),
+        Command::Import {
+            source: ImportSource::GoogleAuthenticator { file, user, force },
+        } => {
+            let user = target_user(user.as_deref())?;
+            import_command::import_google_authenticator(&config, &store, &user, &file, force)
+        }
+        Command::Check { pam_dir } => check::check(&cli.config, &config, &pam_dir),
+    }
+}

@@ -1,0 +1,159 @@
+//! What the commands share: the failure type, whom a command acts for, the records directory,
+//! showing backup codes, reading a line, and the audit line.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+
+use zeroize::Zeroizing;
+
+use twofold_core::backup;
+use twofold_core::config::{Config, RecordsLocation};
+use twofold_core::enroll::EnrollError;
+use twofold_core::user::UserName;
+use twofold_host::sys::{self, open_flags};
+use twofold_host::syslog::{self, Level};
+use twofold_host::{passwd, FileStore};
+
+/// A failure to report: one line on stderr, exit code 1.
+pub(crate) struct Failure(pub(crate) String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Failure {
+        Failure(e.to_string())
+    }
+}
+
+/// The user to act on: `named`, or the invoking user. Only root may name someone else.
+pub(crate) fn target_user(named: Option<&str>) -> Result<UserName, Failure> {
+    let uid = sys::getuid();
+    let me =
+        passwd::by_uid(uid)?.ok_or_else(|| Failure(format!("uid {uid} has no passwd entry")))?;
+    let Some(named) = named else {
+        return Ok(me.name);
+    };
+    let user = UserName::parse(named)
+        .ok_or_else(|| Failure(format!("`{named}` is not a valid user name")))?;
+    if uid != 0 && user != me.name {
+        return Err(Failure(format!(
+            "only root may act for another user (you are {})",
+            me.name
+        )));
+    }
+    Ok(user)
+}
+
+/// Makes sure the records directory can take a write: creates a missing central directory (as
+/// root) and turns a permission error into advice.
+pub(crate) fn prepare_store(
+    config: &Config,
+    store: &FileStore,
+    user: &UserName,
+) -> Result<(), Failure> {
+    if config.records.location() != RecordsLocation::Central {
+        return Ok(());
+    }
+    // The store's own answer: it keys records by the account's canonical name.
+    let (record, _) = store.paths(user)?;
+    let dir = record.parent().unwrap_or(Path::new("/"));
+    let euid = sys::geteuid();
+    if euid == 0 && !dir.exists() {
+        std::fs::DirBuilder::new().mode(0o700).create(dir)?;
+    }
+    let writable = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map(|c| sys::may_write(&c))
+        .unwrap_or(false);
+    if !writable {
+        return Err(Failure(format!(
+            "cannot write {}: records there are root's; ask an administrator to run `sudo twofold enroll --user {user}`",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Shows new backup codes once and, if asked, writes them to a new private file. The file is
+/// created only now that the codes exist: nothing is ever created, or removed, on a failure.
+pub(crate) fn show_codes(codes: &[Zeroizing<String>], path: Option<&Path>) -> Result<(), Failure> {
+    if codes.is_empty() {
+        println!("No backup codes (backup_codes.count is 0).");
+        return Ok(());
+    }
+    let mut text = Zeroizing::new(String::new());
+    for code in codes {
+        text.push_str(&backup::display(code));
+        text.push('\n');
+    }
+    println!("\nBackup codes: each works once, when you do not have your phone.");
+    println!("Store them somewhere safe now; they will not be shown again.\n");
+    print!("{}", text.as_str());
+    if let Some(path) = path {
+        let written = create_private_file(path).and_then(|mut file| {
+            file.write_all(text.as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| Failure(format!("{}: cannot write: {e}", path.display())))
+        });
+        if let Err(Failure(why)) = written {
+            return Err(Failure(format!(
+                "{why}; the codes shown above are saved and are the only copy"
+            )));
+        }
+        println!("\nAlso written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Fails early, before anything changes, if the codes file would not be new.
+pub(crate) fn refuse_existing(path: &Path) -> Result<(), Failure> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Err(Failure(format!(
+            "{}: already exists; twofold never overwrites a codes file",
+            path.display()
+        ))),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Creates a new file only its owner can read; refuses to overwrite or follow a link.
+pub(crate) fn create_private_file(path: &Path) -> Result<File, Failure> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(open_flags::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| Failure(format!("{}: cannot create: {e}", path.display())))
+}
+
+pub(crate) fn ask_line(prompt: &str) -> Result<Zeroizing<String>, Failure> {
+    let mut stderr = io::stderr();
+    if io::stdin().is_terminal() {
+        write!(stderr, "{prompt}")?;
+        stderr.flush()?;
+    }
+    let mut line = Zeroizing::new(String::new());
+    if io::stdin().lock().read_line(&mut line)? == 0 {
+        return Err(Failure("no code given (end of input)".into()));
+    }
+    Ok(Zeroizing::new(line.trim().to_string()))
+}
+
+pub(crate) fn audit(user: &UserName, action: &str) {
+    let by = sys::getuid();
+    syslog::line(
+        "twofold",
+        Level::Notice,
+        &format!("user={user} {action} by uid={by}"),
+    );
+}
+
+/// An enrollment error, with the flag that overrides it where there is one.
+pub(crate) fn enroll_failure(e: EnrollError) -> Failure {
+    match e {
+        EnrollError::AlreadyEnrolled => {
+            Failure("already enrolled; use --force to replace the enrollment".into())
+        }
+        e => Failure(e.to_string()),
+    }
+}

@@ -1,0 +1,17 @@
+//! Everything of twofold that touches this machine: the file store (central and home records),
+//! passwd lookups, the filesystem identity switch, flock, syslog, the system clock and reading the
+//! config file.
+//!
+//! Every system call goes through one safe wrapper in `sys`, each with its own `// SAFETY:`; the
+//! rest of this crate is safe code. It makes no login decision: that is the core's.
+
+pub mod clock;
+pub mod config_file;
+pub mod file_store;
+pub mod passwd;
+pub mod state_file;
+pub mod sys;
+pub mod syslog;
+
+pub use clock::SystemClock;
+pub use file_store::FileStore;

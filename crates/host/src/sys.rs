@@ -1,0 +1,140 @@
+//! One safe wrapper per system call the host adapter needs, each with its own `// SAFETY:`.
+//!
+//! Nothing else in the workspace outside the PAM edge calls libc directly: the rest of the host
+//! adapter goes through these.
+
+use std::ffi::CStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+
+/// The effective uid of this process.
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The real uid of this process: who ran the CLI, even through a setuid wrapper or sudo's root.
+pub fn getuid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// Sets this thread's filesystem uid and returns the previous one. `u32::MAX` (an invalid id)
+/// changes nothing and only reports the current value.
+pub fn setfsuid(uid: u32) -> u32 {
+    // SAFETY: setfsuid only changes this thread's filesystem credentials; it cannot fail outright.
+    unsafe { libc::setfsuid(uid) as u32 }
+}
+
+/// Sets this thread's filesystem gid and returns the previous one, as `setfsuid`.
+pub fn setfsgid(gid: u32) -> u32 {
+    // SAFETY: setfsgid only changes this thread's filesystem credentials; it cannot fail outright.
+    unsafe { libc::setfsgid(gid) as u32 }
+}
+
+/// Tries once to take an exclusive `flock` on `file` without blocking.
+pub fn try_lock_exclusive(file: &File) -> io::Result<()> {
+    // SAFETY: the descriptor is open for the lifetime of `file`; flock takes no pointers.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether the real uid may write `path` (`access(2)` with `W_OK`).
+pub fn may_write(path: &CStr) -> bool {
+    // SAFETY: path is NUL-terminated and lives across the call.
+    unsafe { libc::access(path.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// This machine's host name, or `None` when it cannot be had.
+pub fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is writable for its whole length, and we pass that length.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..len]).into_owned())
+}
+
+/// Sends one line to syslog(3) at `priority`, under the host program's own ident and facility.
+pub fn syslog(priority: libc::c_int, text: &CStr) {
+    // SAFETY: a constant "%s" format with one NUL-terminated argument that lives across the call.
+    unsafe { libc::syslog(priority, c"%s".as_ptr(), text.as_ptr()) };
+}
+
+/// The raw answer of `getpwnam_r`/`getpwuid_r` for one buffer size.
+pub enum PasswdLookup<'b> {
+    /// The buffer was too small.
+    BufferTooSmall,
+    /// The call failed with this errno.
+    Failed(i32),
+    /// No such entry.
+    Missing,
+    /// The entry: name, uid, gid, home (borrowing the buffer).
+    Found {
+        name: &'b CStr,
+        uid: u32,
+        gid: u32,
+        home: &'b CStr,
+    },
+}
+
+/// Which entry to look up.
+pub enum PasswdKey<'a> {
+    Name(&'a CStr),
+    Uid(u32),
+}
+
+/// One call of `getpwnam_r` or `getpwuid_r` into `buf`.
+pub fn getpw<'b>(key: &PasswdKey<'_>, buf: &'b mut [libc::c_char]) -> PasswdLookup<'b> {
+    // SAFETY: passwd is a plain C struct of integers and pointers; all-zero is a valid value.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    let rc = match key {
+        // SAFETY: name is NUL-terminated, pwd and result point to live locals, and buf is
+        // writable for the length passed.
+        PasswdKey::Name(name) => unsafe {
+            libc::getpwnam_r(
+                name.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            )
+        },
+        // SAFETY: as above.
+        PasswdKey::Uid(uid) => unsafe {
+            libc::getpwuid_r(*uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result)
+        },
+    };
+    if rc == libc::ERANGE {
+        return PasswdLookup::BufferTooSmall;
+    }
+    if rc != 0 {
+        return PasswdLookup::Failed(rc);
+    }
+    if result.is_null() {
+        return PasswdLookup::Missing;
+    }
+    // SAFETY: on success pw_name points to a NUL-terminated string inside buf, which the
+    // returned borrow keeps alive.
+    let name = unsafe { CStr::from_ptr(pwd.pw_name) };
+    // SAFETY: as for pw_name.
+    let home = unsafe { CStr::from_ptr(pwd.pw_dir) };
+    PasswdLookup::Found {
+        name,
+        uid: pwd.pw_uid,
+        gid: pwd.pw_gid,
+        home,
+    }
+}
+
+/// Open flags for callers that open files themselves (with `OpenOptionsExt::custom_flags`).
+pub mod open_flags {
+    pub use libc::{O_CLOEXEC, O_NOFOLLOW, O_NONBLOCK};
+}
