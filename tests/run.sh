@@ -26,6 +26,9 @@ fi
 rm -rf target/root-tests-ran
 cargo test --workspace --all-targets "$@"
 
+# The layering guards: what the release module links, exports and weighs, and where unsafe lives.
+bash tests/guards.sh
+
 # The packages are built, installed, checked and purged as root (packaging/check.sh says how).
 if [ "$(id -u)" = 0 ] && [ -f packaging/check.sh ]; then
   bash packaging/check.sh

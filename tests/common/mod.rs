@@ -451,39 +451,7 @@ extern "C" {
 
 // ---- The module under test.
 
-/// The `libpam_twofold.so` that cargo built for this test binary.
-///
-/// `cargo test` compiles the library once with both its crate types (`cdylib` and `rlib`), so
-/// `deps/libpam_twofold.so` is always as new as the rlib this binary links. It does NOT copy the
-/// cdylib up to `target/debug/` (only `cargo build` does), so the copy there can be stale and is
-/// only a fallback.
-pub fn module_path() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("test binary directory");
-    let candidates = [
-        Some(deps.join(MODULE_FILE)),
-        deps.parent().map(|profile| profile.join(MODULE_FILE)),
-    ];
-    let module = candidates
-        .into_iter()
-        .flatten()
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| panic!("{MODULE_FILE} not found beside {}", exe.display()));
-    // The module and the rlib come out of one rustc run; a module older than the rlib is stale.
-    let modified = |path: &Path| fs::metadata(path).and_then(|m| m.modified()).ok();
-    let rlib = deps.join("libpam_twofold.rlib");
-    if let (Some(so), Some(rlib)) = (modified(&module), modified(&rlib)) {
-        let lag = rlib.duration_since(so).unwrap_or_default();
-        assert!(
-            lag < Duration::from_secs(60),
-            "{} is older than the library this test links; rebuild",
-            module.display()
-        );
-    }
-    module
-}
-
-const MODULE_FILE: &str = "libpam_twofold.so";
+pub use twofold_tests::module_path;
 
 // ---- Throwaway hosts.
 

@@ -394,22 +394,7 @@ pub mod totp {
     }
 }
 
-/// The `libpam_twofold.so` cargo built for this test run, by absolute path.
-pub fn module_path() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("test binary directory");
-    // deps/ first: `cargo test` rebuilds the module there but does not refresh target/debug/.
-    [
-        Some(deps.join(MODULE)),
-        deps.parent().map(|p| p.join(MODULE)),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|p| p.is_file())
-    .unwrap_or_else(|| panic!("{MODULE} not found near {}", exe.display()))
-}
-
-const MODULE: &str = "libpam_twofold.so";
+pub use twofold_tests::module_path;
 
 /// Wraps a command in coreutils `timeout`, so a hung conversation cannot hang the test run.
 pub fn timed(command: &mut Command) -> Command {
