@@ -4,13 +4,15 @@
 use std::fmt;
 use std::fmt::Write as _;
 
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::backup::{self, BackupCodeError, BackupCodes, Cost, NewCodes};
+use crate::backup::{self, BackupCodeError, BackupCodes, Candidate, CandidateHash, Cost, NewCodes};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::prompt::{EnrollmentOffer, PromptError, Prompter};
-use crate::record::Record;
+use crate::record::{Record, UserThrottle};
+use crate::state::State;
 use crate::store::{Store, StoreError};
 use crate::text::{push_in_fours, without_separators};
 use crate::totp::{Algorithm, Digits, Secret, TotpKey, Verdict};
@@ -54,6 +56,36 @@ pub enum AtLogin {
     /// The user skipped it where that is allowed (nothing was written).
     Postponed,
 }
+
+/// An enrollment read from another module's file (google-authenticator's), to be saved by
+/// `import_key`.
+pub struct Import {
+    pub key: TotpKey,
+    /// Steps accepted either side of now, if the file narrows the host's window.
+    pub window: Option<u8>,
+    pub throttle: Option<UserThrottle>,
+    /// The scratch codes the file still lists, normalized as typed input would be.
+    pub scratch_codes: Vec<Zeroizing<String>>,
+    /// The newest time step the other module accepted, where it recorded used steps
+    /// (google-authenticator's `DISALLOW_REUSE`); `None` if it recorded none.
+    pub last_used_step: Option<u64>,
+}
+
+/// What `import_key` saved.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Imported {
+    /// Scratch codes kept as backup codes.
+    pub scratch_codes: usize,
+    /// Scratch codes left out because they were imported before and are spent or gone.
+    pub skipped: usize,
+}
+
+/// Names one imported scratch code of one secret without revealing it to anyone who lacks the
+/// secret: the first 128 bits of SHA-256 over a label, the secret and the code. A store keeps
+/// the fingerprints of every scratch code it ever imported for a user (they survive `disable`),
+/// so that no import can bring back a code that was spent, replaced or disabled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScratchFingerprint([u8; FINGERPRINT_LEN]);
 
 /// Why an enrollment was not saved.
 #[derive(Debug)]
@@ -240,6 +272,246 @@ pub fn at_login<S: Store>(
     AtLogin::NotConfirmed
 }
 
+impl Import {
+    /// The fingerprint of each scratch code, in order.
+    pub fn fingerprints(&self) -> Vec<ScratchFingerprint> {
+        self.scratch_codes
+            .iter()
+            .map(|code| ScratchFingerprint::of(&self.key, code))
+            .collect()
+    }
+}
+
+impl ScratchFingerprint {
+    /// The fingerprint of `code` (normalized as typed input would be) for `key`'s secret.
+    pub fn of(key: &TotpKey, code: &str) -> ScratchFingerprint {
+        let secret = key.secret.as_bytes();
+        let code = Zeroizing::new(without_separators(code).to_ascii_lowercase());
+        let mut digest = Sha256::new();
+        digest.update(FINGERPRINT_LABEL);
+        digest.update((secret.len() as u64).to_be_bytes());
+        digest.update(secret);
+        digest.update(code.as_bytes());
+        let out = digest.finalize();
+        let mut first = [0u8; FINGERPRINT_LEN];
+        first.copy_from_slice(&out[..FINGERPRINT_LEN]);
+        ScratchFingerprint(first)
+    }
+
+    /// Reads a list of fingerprints, one in hex per line. Lines that are not a fingerprint are
+    /// skipped: a write cut short by a crash leaves a partial line, and the line after it starts
+    /// afresh (each append begins with a newline).
+    pub fn parse_list(text: &str) -> Vec<ScratchFingerprint> {
+        text.lines().filter_map(ScratchFingerprint::parse).collect()
+    }
+
+    /// `fingerprints` as lines to append to a list that `parse_list` reads: a newline first,
+    /// so that a partial line a crash left behind ends before them.
+    pub fn list_text(fingerprints: &[ScratchFingerprint]) -> String {
+        let mut text = String::with_capacity(1 + fingerprints.len() * (2 * FINGERPRINT_LEN + 1));
+        text.push('\n');
+        for fingerprint in fingerprints {
+            for byte in fingerprint.0 {
+                let _ = write!(text, "{byte:02x}");
+            }
+            text.push('\n');
+        }
+        text
+    }
+
+    fn parse(line: &str) -> Option<ScratchFingerprint> {
+        let line = line.trim();
+        if line.len() != 2 * FINGERPRINT_LEN {
+            return None;
+        }
+        let mut out = [0u8; FINGERPRINT_LEN];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(line.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(ScratchFingerprint(out))
+    }
+}
+
+/// Saves an imported enrollment, deciding under the user's lock which scratch codes to keep:
+/// a code of the current enrollment (same secret) is kept only while it is unspent, and any
+/// other code only if its fingerprint is not in `remembered` (the codes ever imported for this
+/// user). The caller makes the fingerprints of `import`'s codes durable in that list before it
+/// calls this, so that a crash can only forget a code, never revive one.
+///
+/// The replay guard starts at the newest step the other module accepted (so a code just used
+/// there is refused here), or at the current step when it recorded none; it never goes back for
+/// the same key. A new enrollment starts unlocked, with no failures.
+pub fn import_key<S: Store>(
+    store: &S,
+    user: &UserName,
+    config: &Config,
+    import: &Import,
+    remembered: &[ScratchFingerprint],
+    now: u64,
+    replace: bool,
+) -> Result<Imported, EnrollError> {
+    let key = &import.key;
+    let fingerprints = import.fingerprints();
+    let candidates: Vec<Option<Candidate>> = import
+        .scratch_codes
+        .iter()
+        .map(|code| Candidate::parse(code))
+        .collect();
+    // The slow hashes run before the lock, on the enrollment as it is now; the decision under
+    // the lock hashes again only if the codes changed in between.
+    let loaded = store.load(user).map_err(EnrollError::Store)?;
+    let same_secret =
+        |record: &Record| record.totp.as_ref().is_some_and(|k| k.secret == key.secret);
+    let current_set = |record: &Record| same_secret(record).then(|| record.backup_codes.clone());
+    let early_hashes = loaded
+        .as_ref()
+        .and_then(|(record, _)| current_set(record))
+        .map(|set| (set.binding(), hash_all(&set, &candidates)));
+    let expected = loaded.as_ref().map(|(record, state)| {
+        let hashes = early_hashes.as_ref().map(|(_, h)| h.as_slice());
+        keep_mask(
+            record,
+            state,
+            hashes,
+            &candidates,
+            &fingerprints,
+            remembered,
+            same_secret(record),
+        )
+    });
+    let expected = expected.unwrap_or_else(|| keep_unremembered(&fingerprints, remembered));
+    let early_set = hash_kept(&import.scratch_codes, &expected)?;
+
+    let window = import
+        .window
+        .map_or(config.totp.window, |w| w.min(config.totp.window));
+    let now_step = key.step_of(now);
+    let guard_start = match import.last_used_step {
+        // A step beyond the window is no code the other module can have accepted: clamp it, so
+        // that a damaged file cannot lock the key's codes out for long.
+        Some(step) => step.min(now_step.saturating_add(u64::from(window))),
+        None => now_step,
+    };
+    store
+        .replace(user, |current, state| {
+            if current.is_some() && !replace {
+                return Err(EnrollError::AlreadyEnrolled);
+            }
+            let keep = match current {
+                Some(record) => {
+                    let same = same_secret(record);
+                    let fresh;
+                    let hashes = match &early_hashes {
+                        Some((binding, h)) if same && *binding == record.backup_codes.binding() => {
+                            Some(h.as_slice())
+                        }
+                        _ if same => {
+                            fresh = hash_all(&record.backup_codes, &candidates);
+                            Some(fresh.as_slice())
+                        }
+                        _ => None,
+                    };
+                    keep_mask(
+                        record,
+                        state,
+                        hashes,
+                        &candidates,
+                        &fingerprints,
+                        remembered,
+                        same,
+                    )
+                }
+                None => keep_unremembered(&fingerprints, remembered),
+            };
+            let codes = if keep == expected {
+                early_set.clone()
+            } else {
+                hash_kept(&import.scratch_codes, &keep)?
+            };
+            // The replay guard belongs to a key: a new key's guard starts where the other module
+            // left off.
+            let same_key = current
+                .and_then(|r| r.totp.as_ref())
+                .is_some_and(|k| k.secret == key.secret && k.period == key.period);
+            let kept_step = if same_key { state.last_step } else { 0 };
+            state.last_step = kept_step.max(guard_start);
+            state.failures.clear();
+            state.locked_until = 0;
+            let kept = codes.len();
+            let record = Record {
+                totp: Some(key.clone()),
+                window: import.window,
+                throttle: import.throttle,
+                backup_codes: codes,
+            };
+            Ok((
+                Some(record),
+                Imported {
+                    scratch_codes: kept,
+                    skipped: import.scratch_codes.len() - kept,
+                },
+            ))
+        })
+        .map_err(EnrollError::Store)?
+}
+
+/// Each candidate hashed under `set`'s salt (`None` for one that is not a code, or no set).
+fn hash_all(set: &BackupCodes, candidates: &[Option<Candidate>]) -> Vec<Option<CandidateHash>> {
+    candidates
+        .iter()
+        .map(|c| c.as_ref().and_then(|c| set.hash_candidate(c)))
+        .collect()
+}
+
+/// Which codes to keep, given the current record (and, if it has the same secret, each code's
+/// hash under its set): an unspent current code, or a code never imported before.
+fn keep_mask(
+    record: &Record,
+    state: &State,
+    hashes: Option<&[Option<CandidateHash>]>,
+    candidates: &[Option<Candidate>],
+    fingerprints: &[ScratchFingerprint],
+    remembered: &[ScratchFingerprint],
+    same_secret: bool,
+) -> Vec<bool> {
+    let binding = record.backup_codes.binding();
+    (0..candidates.len())
+        .map(|i| {
+            let current = hashes
+                .filter(|_| same_secret)
+                .and_then(|h| h.get(i))
+                .and_then(Option::as_ref)
+                .and_then(|h| record.backup_codes.find(h));
+            match current {
+                Some(index) => !state.is_code_spent(binding, index),
+                None => !remembered.contains(&fingerprints[i]),
+            }
+        })
+        .collect()
+}
+
+/// With no current enrollment: every code never imported before.
+fn keep_unremembered(
+    fingerprints: &[ScratchFingerprint],
+    remembered: &[ScratchFingerprint],
+) -> Vec<bool> {
+    fingerprints
+        .iter()
+        .map(|f| !remembered.contains(f))
+        .collect()
+}
+
+/// The kept codes hashed as a new set (a slow hash each).
+fn hash_kept(codes: &[Zeroizing<String>], keep: &[bool]) -> Result<BackupCodes, EnrollError> {
+    let kept: Vec<Zeroizing<String>> = codes
+        .iter()
+        .zip(keep)
+        .filter(|(_, &k)| k)
+        .map(|(c, _)| c.clone())
+        .collect();
+    BackupCodes::hash(&kept, Cost::DEFAULT).map_err(EnrollError::BackupCodes)
+}
+
 /// A new random key (or `secret`) with the host's parameters for new enrollments.
 fn new_key(config: &Config, secret: Option<Secret>) -> Result<TotpKey, EnrollError> {
     let secret = match secret {
@@ -348,3 +620,7 @@ impl fmt::Display for EnrollError {
 }
 
 impl std::error::Error for EnrollError {}
+
+/// Separates scratch-code fingerprints from any other use of SHA-256 over a secret.
+const FINGERPRINT_LABEL: &[u8] = b"twofold imported scratch code v1\0";
+const FINGERPRINT_LEN: usize = 16;

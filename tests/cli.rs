@@ -6,6 +6,7 @@
 //! acts on the invoking user. Codes come from `oathtool` where it is installed (an independent
 //! oracle) and from the library otherwise; the printed QR code is decoded with `zbarimg`.
 
+mod common;
 mod qr;
 
 use std::fs;
@@ -527,6 +528,94 @@ fn google_authenticator_file_is_imported_with_its_limits_and_scratch_codes() {
 }
 
 #[test]
+#[ignore = "open: the first --force re-import drops the unspent current code too (issue 8 point 2)"]
+fn spent_scratch_codes_stay_spent_across_imports_disables_and_enrollments() {
+    let sandbox = Sandbox::new("");
+    let file = sandbox.write_private(
+        "google_authenticator",
+        "JBSWY3DPEHPK3PXP\n\" TOTP_AUTH\n12345678\n87654321\n",
+        0o400,
+    );
+    let path = file.to_str().unwrap();
+    sandbox
+        .twofold(&["import", "google-authenticator", path])
+        .assert_success();
+    sandbox.spend_code("12345678");
+    let steps: [&[&str]; 6] = [
+        &["import", "google-authenticator", "--force", path],
+        &["import", "google-authenticator", "--force", path],
+        &["disable", "--user", &me()],
+        &["import", "google-authenticator", path],
+        &[
+            "enroll",
+            "--force",
+            "--secret",
+            "JBSWY3DPEHPK3PXP",
+            "--code",
+            &code_now("JBSWY3DPEHPK3PXP"),
+            "--qr",
+            "none",
+        ],
+        &["import", "google-authenticator", "--force", path],
+    ];
+    for args in steps {
+        let run = sandbox.twofold(args);
+        run.assert_success();
+        if args[0] != "import" {
+            continue;
+        }
+        assert!(run.stdout.contains("1 scratch code"), "{args:?}: {run:#?}");
+        let record = sandbox.record();
+        assert_eq!(
+            find_code(&record.backup_codes, "12345678"),
+            None,
+            "{args:?}"
+        );
+        assert_eq!(
+            find_code(&record.backup_codes, "87654321"),
+            Some(0),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn code_used_with_google_authenticator_is_refused_after_the_import() {
+    let sandbox = Sandbox::new("");
+    let step = common::settle_step(30, 8);
+    let file = sandbox.write_private(
+        "google_authenticator",
+        &format!("JBSWY3DPEHPK3PXP\n\" DISALLOW_REUSE {step}\n\" TOTP_AUTH\n"),
+        0o400,
+    );
+    sandbox
+        .twofold(&["import", "google-authenticator", file.to_str().unwrap()])
+        .assert_success();
+    let confdir = sandbox.pam_service();
+    let code = code_at("JBSWY3DPEHPK3PXP", step * 30);
+    common::login(&confdir, "twofold", &me(), &[&code]).assert_rc(common::PAM_AUTH_ERR);
+}
+
+#[test]
+fn current_code_is_refused_after_importing_a_file_that_records_no_used_steps() {
+    // Without DISALLOW_REUSE google-authenticator keeps no used steps: the code just used may be
+    // the current one, so the guard starts at now.
+    let sandbox = Sandbox::new("");
+    let step = common::settle_step(30, 8);
+    let file = sandbox.write_private(
+        "google_authenticator",
+        "JBSWY3DPEHPK3PXP\n\" TOTP_AUTH\n",
+        0o400,
+    );
+    sandbox
+        .twofold(&["import", "google-authenticator", file.to_str().unwrap()])
+        .assert_success();
+    let confdir = sandbox.pam_service();
+    let code = code_at("JBSWY3DPEHPK3PXP", step * 30);
+    common::login(&confdir, "twofold", &me(), &[&code]).assert_rc(common::PAM_AUTH_ERR);
+}
+
+#[test]
 fn google_authenticator_hotp_file_is_refused_clearly() {
     let sandbox = Sandbox::new("");
     let file = sandbox.write_private(
@@ -923,6 +1012,31 @@ impl Sandbox {
         let pam_dir = self.dir.join("pam.d");
         fs::create_dir_all(&pam_dir).unwrap();
         self.twofold(&["check", "--pam-dir", pam_dir.to_str().unwrap()])
+    }
+
+    /// Marks the backup code `code` spent, as a login that used it would.
+    fn spend_code(&self, code: &str) {
+        self.store()
+            .update(&self.user(), |record, state| {
+                let index = find_code(&record.backup_codes, code).expect("a current code");
+                state.spend_code(record.backup_codes.binding(), index);
+            })
+            .unwrap()
+            .expect("an enrollment");
+    }
+
+    /// A PAM service `twofold` that runs the real module with this sandbox's config; returns
+    /// the directory to hand `pam_start_confdir`.
+    fn pam_service(&self) -> PathBuf {
+        let confdir = self.dir.join("pam.d");
+        fs::create_dir_all(&confdir).unwrap();
+        let line = format!(
+            "auth required {} config={}\n",
+            common::module_path().display(),
+            self.config.display()
+        );
+        common::write_file(&confdir.join("twofold"), line.as_bytes(), 0o644);
+        confdir
     }
 
     fn write_private(&self, name: &str, text: &str, mode: u32) -> PathBuf {

@@ -1,22 +1,22 @@
 //! `twofold import`: an enrollment from another module's file.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
-use twofold_core::backup::{BackupCodes, Candidate, Cost};
-use twofold_core::config::Config;
-use twofold_core::enroll::EnrollError;
-use twofold_core::record::Record;
-use twofold_core::state::State;
+use twofold_core::clock::Clock;
+use twofold_core::config::{Config, RecordsLocation};
+use twofold_core::enroll::{self, EnrollError, Import, ScratchFingerprint};
 use twofold_core::store::Store;
 use twofold_core::totp::{Algorithm, Digits, TotpKey};
-use twofold_core::user::UserName;
+use twofold_core::user::{Account, UserName};
 use twofold_host::file_store::as_user;
 use twofold_host::sys::{self, open_flags};
-use twofold_host::{passwd, FileStore};
+use twofold_host::{passwd, FileStore, SystemClock};
 
 use crate::import::google_authenticator::GoogleAuthenticator;
 use crate::support::{audit, enroll_failure, prepare_store, Failure};
@@ -32,69 +32,164 @@ pub(crate) fn import_google_authenticator(
     let text = read_users_file(user, path)?;
     let ga = GoogleAuthenticator::parse(&text)
         .map_err(|e| Failure(format!("{}: {e}", path.display())))?;
-    let key = TotpKey {
-        secret: ga.secret,
-        algorithm: Algorithm::Sha1,
-        digits: Digits::SIX,
-        period: ga.period,
-    };
-    // Importing the same file again must not make scratch codes spent since then valid again.
-    let existing = store.load(user)?;
-    let unspent: Vec<Zeroizing<String>> = ga
-        .scratch_codes
-        .into_iter()
-        .filter(|code| !already_spent(existing.as_ref(), &key, code))
-        .collect();
-    let codes = BackupCodes::hash(&unspent, Cost::DEFAULT)?;
-    let scratch_count = codes.len();
-    let record = Record {
-        totp: Some(key.clone()),
+    let period = ga.period;
+    let import = Import {
+        key: TotpKey {
+            secret: ga.secret,
+            algorithm: Algorithm::Sha1,
+            digits: Digits::SIX,
+            period,
+        },
         window: ga.window,
         throttle: ga.throttle,
-        backup_codes: codes,
+        scratch_codes: ga.scratch_codes,
+        last_used_step: ga.last_used_step,
     };
-    store
-        .replace(user, |current, state| {
-            if current.is_some() && !force {
-                return Err(EnrollError::AlreadyEnrolled);
-            }
-            // A new key starts unlocked, with no failures and its own replay guard.
-            let same_key = current
-                .and_then(|r| r.totp.as_ref())
-                .is_some_and(|k| k.secret == key.secret && k.period == key.period);
-            if !same_key {
-                state.last_step = 0;
-            }
-            state.failures.clear();
-            state.locked_until = 0;
-            Ok((Some(record.clone()), ()))
-        })?
-        .map_err(enroll_failure)?;
+    // Refused before the list of imported codes grows: a refused import must not retire codes.
+    if !force && store.load(user)?.is_some() {
+        return Err(enroll_failure(EnrollError::AlreadyEnrolled));
+    }
+    let ledger = Ledger::open(config, store, user)?;
+    let remembered = ledger.read()?;
+    let new: Vec<ScratchFingerprint> = import
+        .fingerprints()
+        .into_iter()
+        .filter(|f| !remembered.contains(f))
+        .collect();
+    // Durable before the record names the codes: a crash in between forgets a code, never
+    // revives one.
+    ledger.append(&new)?;
+    let imported = enroll::import_key(
+        store,
+        user,
+        config,
+        &import,
+        &remembered,
+        SystemClock.now(),
+        force,
+    )
+    .map_err(enroll_failure)?;
+    drop(ledger);
     audit(user, "imported from google-authenticator");
+    let codes = match imported.scratch_codes {
+        1 => "1 scratch code".to_string(),
+        n => format!("{n} scratch codes"),
+    };
     println!(
-        "{user}: imported {} (TOTP, {} s steps, {scratch_count} scratch codes as backup codes)",
+        "{user}: imported {} (TOTP, {period} s steps, {codes} as backup codes)",
         path.display(),
-        ga.period
     );
+    if imported.skipped > 0 {
+        println!(
+            "{} scratch code(s) left out: imported before and since spent, replaced or disabled; \
+             run `twofold codes regenerate` for new backup codes",
+            imported.skipped
+        );
+    }
     Ok(())
 }
 
-/// Whether `code` is a backup code of the current enrollment, with the same key, already spent.
-fn already_spent(existing: Option<&(Record, State)>, key: &TotpKey, code: &str) -> bool {
-    let Some((record, state)) = existing else {
-        return false;
-    };
-    if record.totp.as_ref().is_none_or(|k| k.secret != key.secret) {
-        return false;
+/// The fingerprints of every scratch code ever imported for one user (`NAME.imported`, beside
+/// the record): the memory that keeps a spent code spent across imports, enrollments and
+/// `disable`, which removes the record and state but not this. Append-only, and locked for the
+/// whole import, so that two imports cannot miss each other's codes. It is kept like the record:
+/// owned by the record's owner, private, opened without following links, as the user for
+/// home records.
+struct Ledger {
+    file: File,
+    path: PathBuf,
+    account: Option<Account>,
+}
+
+impl Ledger {
+    fn open(config: &Config, store: &FileStore, user: &UserName) -> Result<Ledger, Failure> {
+        let (record, _) = store.paths(user)?;
+        let path = record.with_extension("imported");
+        let account = match config.records.location() {
+            RecordsLocation::Central => None,
+            RecordsLocation::Home => passwd::by_name(user)?,
+        };
+        let expected_owner = account.as_ref().map_or_else(sys::geteuid, |a| a.uid);
+        let open = || -> Result<File, Failure> {
+            let file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .custom_flags(open_flags::O_NOFOLLOW | open_flags::O_NONBLOCK)
+                .open(&path)
+                .map_err(|e| Failure(format!("{}: cannot open: {e}", path.display())))?;
+            let meta = file.metadata()?;
+            if !meta.is_file() || meta.uid() != expected_owner || meta.mode() & 0o077 != 0 {
+                return Err(Failure(format!(
+                    "{}: refused: must be a regular file of uid {expected_owner} with mode 0600",
+                    path.display()
+                )));
+            }
+            Ok(file)
+        };
+        let file = match &account {
+            Some(account) => as_user(account, open)??,
+            None => open()?,
+        };
+        lock_within(&file, LOCK_PATIENCE)
+            .map_err(|e| Failure(format!("{}: cannot lock: {e}", path.display())))?;
+        Ok(Ledger {
+            file,
+            path,
+            account,
+        })
     }
-    let Some(hash) = Candidate::parse(code).and_then(|c| record.backup_codes.hash_candidate(&c))
-    else {
-        return false;
-    };
-    record
-        .backup_codes
-        .find(&hash)
-        .is_some_and(|i| state.is_code_spent(record.backup_codes.binding(), i))
+
+    fn read(&self) -> Result<Vec<ScratchFingerprint>, Failure> {
+        let mut text = String::new();
+        (&self.file)
+            .take(MAX_LEDGER_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| Failure(format!("{}: cannot read: {e}", self.path.display())))?;
+        if text.len() as u64 > MAX_LEDGER_BYTES {
+            return Err(Failure(format!(
+                "{}: larger than {MAX_LEDGER_BYTES} bytes; not a file twofold wrote",
+                self.path.display()
+            )));
+        }
+        Ok(ScratchFingerprint::parse_list(&text))
+    }
+
+    fn append(&self, fingerprints: &[ScratchFingerprint]) -> Result<(), Failure> {
+        if fingerprints.is_empty() {
+            return Ok(());
+        }
+        let text = ScratchFingerprint::list_text(fingerprints);
+        let dir = self.path.parent().unwrap_or(Path::new("/"));
+        let written = (&self.file)
+            .write_all(text.as_bytes())
+            .and_then(|()| self.file.sync_all())
+            .map_err(|e| Failure(format!("{}: cannot write: {e}", self.path.display())));
+        written?;
+        // The file may be new: its name must be durable too.
+        let sync_dir = || File::open(dir).and_then(|d| d.sync_all());
+        match &self.account {
+            Some(account) => as_user(account, sync_dir)?,
+            None => sync_dir(),
+        }
+        .map_err(|e| Failure(format!("{}: cannot sync: {e}", dir.display())))
+    }
+}
+
+/// Takes an exclusive `flock`, waiting at most `patience`.
+fn lock_within(file: &File, patience: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + patience;
+    loop {
+        match sys::try_lock_exclusive(file) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Reads a small file that belongs to `user`. Run by root for someone else, it opens the file
@@ -104,12 +199,20 @@ fn read_users_file(user: &UserName, path: &Path) -> Result<Zeroizing<String>, Fa
     let euid = sys::geteuid();
     let account = passwd::by_name(user)?.filter(|a| euid == 0 && a.uid != 0);
     let read = || -> Result<Zeroizing<String>, Failure> {
-        use std::io::Read;
         let file = OpenOptions::new()
             .read(true)
             .custom_flags(open_flags::O_NOFOLLOW | open_flags::O_NONBLOCK)
             .open(path)
-            .map_err(|e| Failure(format!("{}: cannot open: {e}", path.display())))?;
+            .map_err(|e| match &account {
+                Some(account) if e.kind() == io::ErrorKind::PermissionDenied => Failure(format!(
+                    "{}: {user} cannot open it ({e}): twofold opens the file with {user}'s \
+                     rights (uid {}), so that no one can point root at a file that is not theirs; \
+                     make it readable by {user}, or copy it to a file {user} owns (mode 0600)",
+                    path.display(),
+                    account.uid
+                )),
+                _ => Failure(format!("{}: cannot open: {e}", path.display())),
+            })?;
         let meta = file.metadata()?;
         if !meta.is_file() {
             return Err(Failure(format!("{}: not a regular file", path.display())));
@@ -133,3 +236,8 @@ fn read_users_file(user: &UserName, path: &Path) -> Result<Zeroizing<String>, Fa
         None => read(),
     }
 }
+
+/// How long to wait for another import of the same user.
+const LOCK_PATIENCE: Duration = Duration::from_secs(10);
+/// 64 KiB holds some 2000 fingerprints, far more than any user's imports.
+const MAX_LEDGER_BYTES: u64 = 64 * 1024;

@@ -3,8 +3,9 @@
 //!
 //! `~/.google_authenticator`: line 1 is the base32 secret, then option lines starting with `"`,
 //! then 8-digit scratch codes. We take the secret, `TOTP_AUTH`, `STEP_SIZE`, `WINDOW_SIZE`,
-//! `RATE_LIMIT` and the scratch codes; `DISALLOW_REUSE` is implied (twofold never accepts a step
-//! twice). HOTP files are refused: twofold has no counter-based codes.
+//! `RATE_LIMIT`, the newest step `DISALLOW_REUSE` lists (so that a code just used there is refused
+//! here; twofold never accepts a step twice) and the scratch codes. HOTP files are refused: twofold
+//! has no counter-based codes.
 
 use std::fmt;
 
@@ -21,6 +22,8 @@ pub struct GoogleAuthenticator {
     pub window: Option<u8>,
     pub throttle: Option<UserThrottle>,
     pub scratch_codes: Vec<Zeroizing<String>>,
+    /// The newest step listed by `DISALLOW_REUSE`; `None` without that line (or with no steps).
+    pub last_used_step: Option<u64>,
 }
 
 /// Why a google-authenticator file was refused; each names the line where it can.
@@ -54,6 +57,7 @@ impl GoogleAuthenticator {
             window: None,
             throttle: None,
             scratch_codes: Vec::new(),
+            last_used_step: None,
         };
         let mut totp = false;
         for (index, line) in lines.enumerate() {
@@ -100,7 +104,13 @@ impl GoogleAuthenticator {
                             window_secs: seconds.min(86_400),
                         });
                     }
-                    // Reuse is always refused; the rest are GA's own bookkeeping.
+                    "DISALLOW_REUSE" => {
+                        for value in &values {
+                            let step: u64 = value.parse().map_err(|_| bad())?;
+                            parsed.last_used_step = parsed.last_used_step.max(Some(step));
+                        }
+                    }
+                    // The rest are GA's own bookkeeping.
                     _ => {}
                 }
             } else if line.len() == 8 && line.bytes().all(|b| b.is_ascii_digit()) {
@@ -154,6 +164,21 @@ mod tests {
         );
         assert_eq!(ga.scratch_codes.len(), 2);
         assert_eq!(ga.scratch_codes[1].as_str(), "87654321");
+        assert_eq!(ga.last_used_step, Some(58810560));
+    }
+
+    #[test]
+    fn newest_reused_step_is_kept() {
+        let ga = GoogleAuthenticator::parse(
+            "JBSWY3DPEHPK3PXP\n\" DISALLOW_REUSE 58810561 58810563 58810562\n\" TOTP_AUTH\n",
+        )
+        .unwrap();
+        assert_eq!(ga.last_used_step, Some(58810563));
+        let err =
+            GoogleAuthenticator::parse("JBSWY3DPEHPK3PXP\n\" DISALLOW_REUSE x\n\" TOTP_AUTH\n")
+                .err()
+                .unwrap();
+        assert_eq!(err.to_string(), "line 2: malformed DISALLOW_REUSE");
     }
 
     #[test]
