@@ -160,8 +160,8 @@ fn root_imports_a_users_google_authenticator_file_only_if_it_is_theirs_and_priva
     fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
     let imported = import(&file);
     assert!(imported.status.success(), "{imported:?}");
-    // Importing spends no code, so the current one works.
-    let code = totp::now(&secret);
+    // The file records no used steps, so the guard starts at now: the next code logs in.
+    let code = totp::next(&secret);
     pamtester(&host.service, &user.name, &[&user.password, &code]).assert_success();
 }
 
