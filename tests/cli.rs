@@ -25,6 +25,7 @@ use twofold_core::store::Store;
 use twofold_core::totp::{Algorithm, Digits, Secret, TotpKey};
 use twofold_core::user::UserName;
 use twofold_host::FileStore;
+use twofold_tests::codes::{self, unix_now as now};
 
 const SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 const OTHER_SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
@@ -43,7 +44,7 @@ fn enroll_with_secret_and_code_saves_the_key_and_shows_codes_once() {
         "--secret",
         SECRET,
         "--code",
-        &code_now(SECRET),
+        &codes::now(SECRET),
         "--qr",
         "none",
         "--backup-codes-file",
@@ -137,10 +138,10 @@ fn printed_uri_names_issuer_algorithm_digits_and_period() {
         .stdout
         .contains("Or type this key into the app: JBSW Y3DP EHPK 3PXP"));
     let t = now();
-    if let Some(oath) = oathtool_code(SECRET, t, "sha256", 8, 60) {
+    if let Some(oath) = codes::oathtool(&key, &format!("@{t}"), 0) {
         assert_eq!(
             oath,
-            key.code_at_step(key.step_of(t)).as_str(),
+            [key.code_at_step(key.step_of(t)).to_string()],
             "library disagrees with oathtool"
         );
     }
@@ -171,7 +172,7 @@ fn code_typed_on_stdin_confirms_a_random_key_read_from_the_uri() {
     };
     let secret = uri_param(&uri, "secret").expect("secret in the URI");
     let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "{}", code_now(&secret)).unwrap();
+    writeln!(stdin, "{}", codes::now(&secret)).unwrap();
     drop(stdin);
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
@@ -196,7 +197,7 @@ fn wrong_code_exits_1_with_one_line_and_saves_no_enrollment() {
         "--secret",
         SECRET,
         "--code",
-        &wrong_code(SECRET),
+        &codes::wrong(SECRET),
         "--qr",
         "none",
         "--backup-codes-file",
@@ -221,7 +222,7 @@ fn wrong_code_exits_1_with_one_line_and_saves_no_enrollment() {
 #[test]
 fn refused_commands_write_no_file_at_all() {
     let sandbox = Sandbox::new("");
-    let wrong = wrong_code(SECRET);
+    let wrong = codes::wrong(SECRET);
     let refused: [(&[&str], &str); 4] = [
         (
             &[
@@ -257,7 +258,7 @@ fn re_enrolling_needs_force() {
     sandbox.enroll(SECRET);
     // The replacement's own code: the next step's, as the current step was spent by the first
     // enrollment and a step is never accepted twice.
-    let next = code_at(OTHER_SECRET, now() + 30);
+    let next = codes::at(OTHER_SECRET, now() + 30);
     let run = sandbox.twofold(&[
         "enroll",
         "--secret",
@@ -300,7 +301,7 @@ fn backup_codes_file_that_exists_is_not_overwritten() {
         "--secret",
         SECRET,
         "--code",
-        &code_now(SECRET),
+        &codes::now(SECRET),
         "--backup-codes-file",
         codes_file.to_str().unwrap(),
     ]);
@@ -512,8 +513,12 @@ fn google_authenticator_file_is_imported_with_its_limits_and_scratch_codes() {
         )
     );
     // The imported key is the phone's: oathtool's code for it is what the record computes.
-    if let Some(oath) = oathtool_code("JBSWY3DPEHPK3PXP", now(), "sha1", 6, 30) {
-        assert_eq!(key.code_at_step(key.step_of(now())).as_str(), oath);
+    let t = now();
+    if let Some(oath) = codes::oathtool(key, &format!("@{t}"), 0) {
+        assert_eq!(
+            [key.code_at_step(key.step_of(t)).to_string()],
+            oath.as_slice()
+        );
     }
     // An existing enrollment is kept unless --force.
     let run = sandbox.twofold(&["import", "google-authenticator", file.to_str().unwrap()]);
@@ -544,7 +549,7 @@ fn spent_scratch_codes_stay_spent_across_imports_disables_and_enrollments() {
         .assert_success();
     sandbox.spend_code("12345678");
     // The import started the replay guard at now, so enrollment confirms with the next step.
-    let code = code_at("JBSWY3DPEHPK3PXP", now() + 30);
+    let code = codes::at("JBSWY3DPEHPK3PXP", now() + 30);
     // (the command, the scratch codes it keeps)
     let steps: [(&[&str], usize); 6] = [
         (&["import", "google-authenticator", "--force", path], 1),
@@ -600,7 +605,7 @@ fn code_used_with_google_authenticator_is_refused_after_the_import() {
         .twofold(&["import", "google-authenticator", file.to_str().unwrap()])
         .assert_success();
     let confdir = sandbox.pam_service();
-    let code = code_at("JBSWY3DPEHPK3PXP", step * 30);
+    let code = codes::at("JBSWY3DPEHPK3PXP", step * 30);
     common::login(&confdir, "twofold", &me(), &[&code]).assert_rc(common::PAM_AUTH_ERR);
 }
 
@@ -619,7 +624,7 @@ fn current_code_is_refused_after_importing_a_file_that_records_no_used_steps() {
         .twofold(&["import", "google-authenticator", file.to_str().unwrap()])
         .assert_success();
     let confdir = sandbox.pam_service();
-    let code = code_at("JBSWY3DPEHPK3PXP", step * 30);
+    let code = codes::at("JBSWY3DPEHPK3PXP", step * 30);
     common::login(&confdir, "twofold", &me(), &[&code]).assert_rc(common::PAM_AUTH_ERR);
 }
 
@@ -796,7 +801,7 @@ fn config_writable_by_others_is_refused() {
     let line = sandbox.check().assert_failure_line("unsafe");
     assert!(line.contains(sandbox.config.to_str().unwrap()), "{line}");
     sandbox
-        .twofold(&["enroll", "--secret", SECRET, "--code", &code_now(SECRET)])
+        .twofold(&["enroll", "--secret", SECRET, "--code", &codes::now(SECRET)])
         .assert_failure_line("unsafe");
     assert!(!sandbox.record_path().exists());
 }
@@ -834,7 +839,7 @@ fn utf8_qr_code_fits_80_columns_and_decodes_to_the_uri() {
         "--secret",
         SECRET,
         "--code",
-        &code_now(SECRET),
+        &codes::now(SECRET),
         "--qr",
         "utf8",
     ]);
@@ -860,7 +865,7 @@ fn ansi_qr_code_fits_80_columns_and_decodes_to_the_uri() {
         "--secret",
         SECRET,
         "--code",
-        &code_now(SECRET),
+        &codes::now(SECRET),
         "--qr",
         "ansi",
     ]);
@@ -889,7 +894,7 @@ fn qr_code_fits_80_columns_for_the_longest_legal_issuer() {
         "--secret",
         SECRET,
         "--code",
-        &code_now(SECRET),
+        &codes::now(SECRET),
         "--qr",
         "utf8",
     ]);
@@ -961,7 +966,7 @@ impl Sandbox {
             "--secret",
             secret,
             "--code",
-            &code_now(secret),
+            &codes::now(secret),
             "--qr",
             "none",
         ]);
@@ -1128,79 +1133,6 @@ fn not_enrolled_json() -> String {
         r#"{{"user":"{}","totp":false,"backup_codes_left":0,"locked_until":null,"keys":[]}}"#,
         me()
     )
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn sha1_key(secret: &str) -> TotpKey {
-    TotpKey {
-        secret: Secret::from_base32(secret).unwrap(),
-        algorithm: Algorithm::Sha1,
-        digits: Digits::SIX,
-        period: 30,
-    }
-}
-
-/// The default (SHA1, 6 digits, 30 s) code at `unix_time`, from the library.
-fn code_at(secret: &str, unix_time: u64) -> String {
-    let key = sha1_key(secret);
-    key.code_at_step(key.step_of(unix_time)).to_string()
-}
-
-/// The current default code: from oathtool where installed (checked against the library), else
-/// from the library.
-fn code_now(secret: &str) -> String {
-    let t = now();
-    let ours = code_at(secret, t);
-    match oathtool_code(secret, t, "sha1", 6, 30) {
-        Some(theirs) => {
-            assert_eq!(theirs, ours, "oathtool and the library disagree at {t}");
-            theirs
-        }
-        None => ours,
-    }
-}
-
-/// `oathtool`'s TOTP code at `unix_time`, or `None` if oathtool is not installed.
-fn oathtool_code(
-    secret: &str,
-    unix_time: u64,
-    algorithm: &str,
-    digits: u8,
-    period: u32,
-) -> Option<String> {
-    let output = Command::new("oathtool")
-        .arg(format!("--totp={algorithm}"))
-        .arg("--base32")
-        .arg(format!("--digits={digits}"))
-        .arg(format!("--time-step-size={period}s"))
-        .arg(format!("--now=@{unix_time}"))
-        .arg(secret)
-        .output()
-        .ok()?;
-    assert!(
-        output.status.success(),
-        "oathtool: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Some(String::from_utf8(output.stdout).unwrap().trim().to_string())
-}
-
-/// A six-digit code that no step near now has.
-fn wrong_code(secret: &str) -> String {
-    let t = now();
-    let near: Vec<String> = (0..=10)
-        .map(|i| code_at(secret, t + i * 30 - 150))
-        .collect();
-    (0..)
-        .map(|n: u32| format!("{n:06}"))
-        .find(|code| !near.contains(code))
-        .unwrap()
 }
 
 /// The backup codes in the CLI's output (`abcde-fghjk`, one per line).

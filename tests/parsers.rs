@@ -7,9 +7,7 @@
 //! read back. Explicit cases pin the error texts an admin sees.
 
 use std::fmt::Display;
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64ct::{Base64Unpadded, Encoding};
@@ -25,6 +23,7 @@ use twofold_core::state::{State, MAX_FAILURES};
 use twofold_core::totp::{Algorithm, Digits, Secret, TotpKey};
 use twofold_core::user::UserName;
 use twofold_host::state_file::{self, Slotted, StateError, FILE_SIZE, SLOT_SIZE};
+use twofold_tests::files::TempDir;
 
 // ---- Arbitrary input never panics.
 
@@ -296,7 +295,7 @@ fn record_at_the_size_limit_is_read_and_one_byte_more_is_not() {
 #[test]
 fn ten_megabyte_config_is_refused_quickly() {
     let dir = TempDir::new("ten-megabyte-config");
-    let path = dir.file("config.toml", &padded(b"nullok = false\n", TEN_MB));
+    let path = dir.write("config.toml", padded(b"nullok = false\n", TEN_MB));
     let started = Instant::now();
     let err = twofold_host::config_file::load(&path).unwrap_err();
     assert!(started.elapsed() < QUICKLY, "took {:?}", started.elapsed());
@@ -313,9 +312,9 @@ fn ten_megabyte_config_is_refused_quickly() {
 #[test]
 fn config_at_the_size_limit_is_read_and_one_byte_more_is_not() {
     let dir = TempDir::new("config-size-limit");
-    let at_limit = dir.file("at.toml", &padded(b"nullok = true\n", CONFIG_LIMIT));
+    let at_limit = dir.write("at.toml", padded(b"nullok = true\n", CONFIG_LIMIT));
     assert!(twofold_host::config_file::load(&at_limit).unwrap().nullok);
-    let over = dir.file("over.toml", &padded(b"nullok = true\n", CONFIG_LIMIT + 1));
+    let over = dir.write("over.toml", padded(b"nullok = true\n", CONFIG_LIMIT + 1));
     let err = twofold_host::config_file::load(&over)
         .unwrap_err()
         .to_string();
@@ -325,7 +324,7 @@ fn config_at_the_size_limit_is_read_and_one_byte_more_is_not() {
 #[test]
 fn valid_config_file_loads() {
     let dir = TempDir::new("valid-config");
-    let path = dir.file("config.toml", VALID_CONFIG.as_bytes());
+    let path = dir.write("config.toml", VALID_CONFIG.as_bytes());
     let config = twofold_host::config_file::load(&path).unwrap();
     assert_eq!(config.issuer.as_deref(), Some("example.org"));
     assert_eq!(config.throttle.lock_secs, 900);
@@ -354,7 +353,7 @@ fn config_with_nul_byte_names_its_line() {
 #[test]
 fn config_file_that_is_not_utf8_is_refused() {
     let dir = TempDir::new("config-not-utf8");
-    let path = dir.file("config.toml", b"issuer = \"caf\xe9\"\n");
+    let path = dir.write("config.toml", b"issuer = \"caf\xe9\"\n");
     let err = twofold_host::config_file::load(&path).unwrap_err();
     assert!(matches!(err, ConfigError::Unreadable { .. }), "{err:?}");
     let err = err.to_string();
@@ -744,34 +743,6 @@ fn padded(head: &[u8], len: usize) -> Vec<u8> {
         bytes.push(b'\n');
     }
     bytes
-}
-
-/// A private directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("twofold-parsers-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir(&dir).unwrap();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
-        TempDir(dir)
-    }
-
-    /// Writes a file that `Config::load` trusts: ours, and writable only by us.
-    fn file(&self, name: &str, contents: &[u8]) -> PathBuf {
-        let path = self.0.join(name);
-        fs::write(&path, contents).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 const CONFIG_PATH: &str = "/etc/twofold/config.toml";

@@ -111,7 +111,7 @@ fn ssh_publickey_then_keyboard_interactive_with_the_right_code_logs_in() {
         "publickey,keyboard-interactive",
     );
     let user = TestUser::create("sshky");
-    let key = authorize_new_key(&user, &host.twofold.dir.path);
+    let key = authorize_new_key(&user, host.twofold.dir.path());
     let enrolled = host.twofold.enroll(&user);
 
     // Without the key, keyboard-interactive is not even offered.
@@ -227,7 +227,7 @@ fn ssh_enroll_on_login_shows_a_scannable_qr_code_and_the_backup_codes_then_requi
     for line in &drawing {
         assert!(line.chars().count() <= 80, "wider than 80 columns: {line}");
     }
-    let uri = e2e::decode_qr(&drawing, &host.twofold.dir.path.join("enroll-qr.pgm"));
+    let uri = e2e::decode_qr(&drawing, &host.twofold.dir.path().join("enroll-qr.pgm"));
     assert!(uri.starts_with("otpauth://totp/"), "{uri}");
     assert_eq!(
         uri_param(&uri, "secret").as_deref(),

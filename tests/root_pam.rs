@@ -99,7 +99,7 @@ fn user_enrolled_through_the_cli_logs_in() {
 
     let record = host
         .dir
-        .path
+        .path()
         .join("rec")
         .join(format!("{}.toml", user.name));
     let meta = fs::metadata(&record).unwrap();
@@ -346,7 +346,7 @@ impl Host {
     fn with_records(dir: TempDir, records: &str, tag: &str, stack: &[&str]) -> Host {
         let config = dir.write(
             "config.toml",
-            &format!("issuer = \"twofold-root-test\"\nrecords = \"{records}\"\n[backup_codes]\ncount = 3\n"),
+            format!("issuer = \"twofold-root-test\"\nrecords = \"{records}\"\n[backup_codes]\ncount = 3\n"),
         );
         let lines: Vec<String> = stack
             .iter()

@@ -14,7 +14,7 @@ chmod 0600 "$dir/config.toml"
 # hashes, every bench record carrying five as the GA files carry five scratch codes, and the
 # fresh state file that an enrollment leaves (so logins update it in place, as in production).
 template=$(mktemp -d)
-printf 'JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP\n" TOTP_AUTH\n11111111\n22222222\n33333333\n44444444\n55555555\n' >"$template/ga"
+printf 'JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP\n" DISALLOW_REUSE 1\n" TOTP_AUTH\n11111111\n22222222\n33333333\n44444444\n55555555\n' >"$template/ga"
 install -d -m 0700 "$template/rec"
 printf 'records = "%s/rec/{user}.toml"\n' "$template" >"$template/config.toml"
 chmod 0600 "$template/config.toml"

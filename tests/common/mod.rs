@@ -14,10 +14,9 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::raw::{c_char, c_int, c_uint, c_void};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use twofold_core::backup::{BackupCodes, Cost, NewCodes};
@@ -672,57 +671,7 @@ pub fn settle_step(period: u32, margin: u64) -> u64 {
 
 // ---- Files.
 
-/// A directory under the system temp dir (mode 0700), removed with its contents on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(label: &str) -> TempDir {
-        TempDir::new_in(&std::env::temp_dir(), label)
-    }
-
-    pub fn new_in(parent: &Path, label: &str) -> TempDir {
-        TempDir::try_new_in(parent, label)
-            .unwrap_or_else(|e| panic!("cannot make a temp dir in {}: {e}", parent.display()))
-    }
-
-    pub fn try_new_in(parent: &Path, label: &str) -> std::io::Result<TempDir> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let unique = format!(
-            "twofold-test-{label}-{}-{}-{:x}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed),
-            random_u64() & 0xffff_ffff
-        );
-        let path = parent.join(unique);
-        fs::create_dir(&path)?;
-        let dir = TempDir(path);
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))?;
-        Ok(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Writes `bytes` to a new or truncated file, then sets its mode exactly (umask aside).
-pub fn write_file(path: &Path, bytes: &[u8], mode: u32) {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    file.write_all(bytes).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-}
+pub use twofold_tests::files::{write_file, TempDir};
 
 // ---- Randomness, without a crate.
 

@@ -39,7 +39,7 @@ impl Twofold {
         let records = dir.subdir("rec");
         let config = dir.write(
             "config.toml",
-            &format!(
+            format!(
                 "issuer = \"twofold-e2e\"\nrecords = \"{}/{{user}}.toml\"\n{top}\n\
                  [backup_codes]\ncount = {BACKUP_CODES}\n{tables}\n",
                 records.display()
@@ -679,7 +679,7 @@ impl SudoHost {
         let name = format!("{SUDOERS_PREFIX}{}", root::unique("r"));
         let draft = self.twofold.dir.write(
             &name,
-            &format!(
+            format!(
                 "# twofold end-to-end test\n\
                  Defaults:{user} lecture=never\n\
                  {user} ALL=(ALL) ALL\n",

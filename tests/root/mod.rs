@@ -4,12 +4,12 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use twofold_core::user::UserName;
 
@@ -174,48 +174,8 @@ impl Drop for Service {
     }
 }
 
-/// A root-owned temp dir (mode 0700) for configs and central records, removed on drop.
-pub struct TempDir {
-    pub path: PathBuf,
-}
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let path = std::env::temp_dir().join(format!("twofold-root-{}-{nanos}", unique(tag)));
-        fs::DirBuilder::new().mode(0o700).create(&path).unwrap();
-        TempDir { path }
-    }
-
-    /// Writes `name` with mode 0600 and returns its path.
-    pub fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.path.join(name);
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .unwrap();
-        file.write_all(text.as_bytes()).unwrap();
-        path
-    }
-
-    /// Makes a subdirectory with mode 0700.
-    pub fn subdir(&self, name: &str) -> PathBuf {
-        let path = self.path.join(name);
-        fs::DirBuilder::new().mode(0o700).create(&path).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
-    }
-}
+/// Root-owned temp dirs (mode 0700) for configs and central records.
+pub use twofold_tests::files::TempDir;
 
 /// What a `pamtester` run printed and returned.
 #[derive(Debug)]
@@ -347,53 +307,8 @@ pub fn enroll_interactively(config: &Path, user: &str) -> Enrolled {
     }
 }
 
-/// TOTP codes (SHA1, 6 digits, 30 s) from the library.
-pub mod totp {
-    use std::time::{SystemTime, UNIX_EPOCH};
-
-    use twofold_core::totp::{Algorithm, Digits, Secret, TotpKey};
-
-    pub fn unix_now() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-    }
-
-    pub fn key(secret: &str) -> TotpKey {
-        TotpKey {
-            secret: Secret::from_base32(secret).unwrap(),
-            algorithm: Algorithm::Sha1,
-            digits: Digits::SIX,
-            period: 30,
-        }
-    }
-
-    pub fn at(secret: &str, unix_time: u64) -> String {
-        let key = key(secret);
-        key.code_at_step(key.step_of(unix_time)).to_string()
-    }
-
-    pub fn now(secret: &str) -> String {
-        at(secret, unix_now())
-    }
-
-    /// The next step's code: accepted (window 1) after the current step was spent.
-    pub fn next(secret: &str) -> String {
-        at(secret, unix_now() + 30)
-    }
-
-    /// A code that no step near now has.
-    pub fn wrong(secret: &str) -> String {
-        let t = unix_now();
-        let near: Vec<String> = (0..=10).map(|i| at(secret, t + i * 30 - 150)).collect();
-        (0..)
-            .map(|n: u32| format!("{n:06}"))
-            .find(|code| !near.contains(code))
-            .unwrap()
-    }
-}
-
+/// TOTP codes (SHA1, 6 digits, 30 s), checked against oathtool.
+pub use twofold_tests::codes as totp;
 pub use twofold_tests::module_path;
 
 /// Wraps a command in coreutils `timeout`, so a hung conversation cannot hang the test run.
