@@ -40,8 +40,6 @@ svc_login=twofold-check-login
 svc_su=twofold-check-su
 svc_common=twofold-check-common
 svc_needs=twofold-check-needs
-# The lines packaging/debian/prerm and the rpm's %preun count as loading the module.
-uses_module='^[^#]*[[:space:]/]pam_twofold\.so([[:space:]]|$)'
 # Every regular file the .deb must install, and nothing else.
 deb_files=(
   /etc/twofold/config.toml
@@ -70,14 +68,6 @@ if id "$user" >/dev/null 2>&1; then
     fail "user $user exists and was not made by this check"
   userdel "$user"
 fi
-# The removal checks need a machine where no PAM service uses the module yet: the prerm would
-# refuse every removal, for a reason outside this check. (Backups do not count, as in the prerm.)
-for file in /etc/pam.d/*; do
-  case ${file##*/} in *.dpkg-* | *~ | *.pam-old | *.bak | *.orig | *.ucf-* | *.rpmnew | *.rpmsave | *.rpmorig) continue ;; esac
-  if [ -f "$file" ] && grep -qE "$uses_module" "$file"; then
-    fail "$file uses pam_twofold.so; the removal checks need a machine where no PAM service does"
-  fi
-done
 records_existed=false
 [ -d "$records" ] && records_existed=true
 
@@ -135,6 +125,13 @@ logged build-deb bash packaging/build-deb.sh
 deb=$(tail -n 1 "$work/build-deb.log")
 [ -f "$deb" ] || fail "build-deb.sh did not name a .deb (last line: $deb)"
 echo "$deb"
+
+# The removal checks need a machine where no PAM service uses the module yet: the prerm would
+# refuse every removal, for a reason outside this check. The built twofold answers, by the rule
+# the prerm and the rpm's %preun ask it for (backups do not count, includes are followed).
+users_now=$("$CARGO_TARGET_DIR/release/twofold" pam-users) || fail "twofold pam-users failed"
+[ -z "$users_now" ] ||
+  fail "PAM files use pam_twofold.so; the removal checks need a machine where none does: $users_now"
 
 step "lintian"
 # --fail-on none: the verdict is ours, so that it comes with the count and the tags.
@@ -333,6 +330,14 @@ for saved in "$work"/pam.d/*; do
 done
 echo "TWOFOLD_FORCE_REMOVE=1 dpkg --remove: removed, with a warning"
 rm -f "/etc/pam.d/$svc_needs"
+logged reinstall-for-include dpkg -i "$deb"
+
+step "removal is refused while a service includes, by absolute path, a file that uses the module"
+# libpam follows include and substack to any absolute path; the module line lives in that file.
+printf 'auth\trequired\tpam_twofold.so\n' >"$work/included-stack"
+printf 'auth\tinclude\t%s\n' "$work/included-stack" >"/etc/pam.d/$svc_needs"
+must_refuse_removal "$svc_needs includes $work/included-stack" "$work/included-stack:1:auth	required	pam_twofold.so"
+rm -f "/etc/pam.d/$svc_needs"
 logged reinstall dpkg -i "$deb"
 [ -f "$module" ] || fail "reinstalling did not bring $module back"
 
@@ -405,17 +410,17 @@ rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$rpm_file" | grep -qx 'cn /
   fail "the rpm's config.toml is not %config(noreplace)"
 
 step "rpm -e is refused while a PAM service uses the module (in a scratch root)"
-# rpm --root runs the scriptlets chrooted there: the root gets /bin/sh and grep with their
-# libraries, which is all %preun needs, and an /etc/pam.d of its own.
+# rpm --root runs the scriptlets chrooted there: the root gets /bin/sh and the libraries of the
+# twofold the package installs, which is all %preun needs, and an /etc/pam.d of its own.
 rpm_root=$work/rpm-root
 mkdir -p "$rpm_root/etc/pam.d" "$rpm_root/var/lib/rpm"
-for tool in /bin/sh /bin/grep; do
-  for file in "$tool" $(ldd "$tool" | grep -o '/[^ ]*'); do cp -L --parents "$file" "$rpm_root"; done
-done
+libraries_of() { for file in "$1" $(ldd "$1" | grep -o '/[^ ]*'); do cp -L --parents "$file" "$rpm_root"; done; }
+libraries_of /bin/sh
 rpm_in_root() { rpm --root "$rpm_root" --dbpath /var/lib/rpm "$@"; }
 rpm_module=$rpm_root$libdir/security/pam_twofold.so
 logged rpm-install rpm_in_root -i --nodeps "$rpm_file"
 [ -f "$rpm_module" ] || fail "rpm -i did not install $rpm_module"
+for file in $(ldd "$rpm_root/usr/bin/twofold" | grep -o '/[^ ]*'); do cp -L --parents "$file" "$rpm_root"; done
 printf 'auth\trequired\tpam_twofold.so\n' >"$rpm_root/etc/pam.d/sshd"
 printf '# auth required pam_twofold.so\n' >"$rpm_root/etc/pam.d/sudo"
 for backup in sshd.rpmsave sshd.rpmnew sshd~ common-auth.pam-old; do

@@ -593,6 +593,69 @@ fn spent_scratch_codes_stay_spent_across_imports_disables_and_enrollments() {
 }
 
 #[test]
+fn pam_users_names_live_lines_that_load_the_module_and_follows_includes() {
+    let sandbox = Sandbox::new("");
+    let etc = sandbox.dir.join("pam.d");
+    let vendor = sandbox.dir.join("vendor-pam.d");
+    let elsewhere = sandbox.dir.join("twofold-stack");
+    fs::create_dir(&etc).unwrap();
+    fs::create_dir(&vendor).unwrap();
+    let write = |path: &Path, text: &str| fs::write(path, text).unwrap();
+    let line = "auth required pam_twofold.so";
+    // Included by absolute path: the line lives in that file (the case the guards missed).
+    write(&elsewhere, &format!("# ours\n{line}\n"));
+    write(
+        &etc.join("sshd"),
+        &format!(
+            "@include common-auth\nauth include {}\n",
+            elsewhere.display()
+        ),
+    );
+    write(
+        &etc.join("common-auth"),
+        &format!("auth [success=1 default=ignore]pam_unix.so\n{line}\n"),
+    );
+    // A substack found in the vendor directory, as libpam finds it.
+    write(&etc.join("sudo"), "auth substack sudo-extra\n");
+    write(
+        &vendor.join("sudo-extra"),
+        "auth requisite /lib/security/pam_twofold.so\n",
+    );
+    // Backups, comments and another module's name load nothing.
+    write(&etc.join("sshd.dpkg-old"), &format!("{line}\n"));
+    write(
+        &etc.join("login"),
+        "# auth required pam_twofold.so\nauth optional libpam_twofold.so\n",
+    );
+    let run = |extra: &[&str]| {
+        let mut args = vec!["pam-users", "--pam-dir", etc.to_str().unwrap()];
+        args.extend(["--pam-dir", vendor.to_str().unwrap()]);
+        args.extend(extra);
+        let run = sandbox.twofold(&args);
+        run.assert_success();
+        run.stdout
+    };
+    let common = format!("{}/common-auth:2:{line}", etc.display());
+    let included = format!("{}:2:{line}", elsewhere.display());
+    let vendored = format!(
+        "{}/sudo-extra:1:auth requisite /lib/security/pam_twofold.so",
+        vendor.display()
+    );
+    assert_eq!(run(&[]), format!("{common}\n{included}\n{vendored}\n"));
+    // Without pam-auth-update's files, neither scanned nor followed.
+    assert_eq!(
+        run(&["--skip-profile"]),
+        format!("{included}\n{vendored}\n")
+    );
+    // A broken config does not stop the removal guards.
+    fs::write(&sandbox.config, "not toml [").unwrap();
+    assert_eq!(
+        run(&["--skip-profile"]),
+        format!("{included}\n{vendored}\n")
+    );
+}
+
+#[test]
 fn code_used_with_google_authenticator_is_refused_after_the_import() {
     let sandbox = Sandbox::new("");
     let step = common::settle_step(30, 8);

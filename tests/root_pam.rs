@@ -165,6 +165,48 @@ fn root_imports_a_users_google_authenticator_file_only_if_it_is_theirs_and_priva
     pamtester(&host.service, &user.name, &[&user.password, &code]).assert_success();
 }
 
+#[test]
+fn backup_codes_file_is_created_with_the_users_identity() {
+    needs_root!();
+    let host = Host::central("codesfile", PASSWORD_THEN_CODE);
+    let user = TestUser::create("codesfile");
+    let secret = Secret::generate().unwrap().to_base32().to_string();
+    // In a directory of the user's: the file is theirs, and private.
+    let path = user.home.join("codes.txt");
+    let enrolled = root::twofold(
+        &host.config,
+        &["enroll", "--user", &user.name, "--qr", "none"],
+    )
+    .args(["--secret", &secret, "--code", &totp::now(&secret)])
+    .arg("--backup-codes-file")
+    .arg(&path)
+    .output()
+    .unwrap();
+    assert!(enrolled.status.success(), "{enrolled:?}");
+    let meta = fs::symlink_metadata(&path).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (user.uid, user.gid),
+        "the codes file is the user's"
+    );
+    assert_eq!(meta.mode() & 0o7777, 0o600);
+    // Where only root may write, root writes nothing for the user: it creates the file with
+    // the user's rights.
+    let root_only = host.dir.subdir("root-only").join("codes.txt");
+    let refused = root::twofold(&host.config, &["codes", "regenerate", "--user", &user.name])
+        .arg("--backup-codes-file")
+        .arg(&root_only)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("Permission denied") && stderr.contains("only copy"),
+        "{stderr}"
+    );
+    assert!(!root_only.exists());
+}
+
 // ---- Records in the user's home.
 
 #[test]
@@ -390,4 +432,33 @@ impl Host {
             .expect("replace");
         (secret, new.plain.iter().map(|c| c.to_string()).collect())
     }
+}
+
+#[test]
+fn enrolling_into_a_missing_config_directory_creates_it_as_the_user() {
+    needs_root!();
+    // The README's home template, on a fresh account that has no ~/.config yet.
+    let host = Host::with_records(
+        TempDir::new("cfgdir"),
+        "~/.config/twofold.toml",
+        "cfgdir",
+        PASSWORD_THEN_CODE,
+    );
+    let user = TestUser::create("cfgdir");
+    fs::set_permissions(&user.home, fs::Permissions::from_mode(0o700)).unwrap();
+    let config_dir = user.home.join(".config");
+    assert!(!config_dir.exists());
+    let enrolled = enroll_interactively(&host.config, &user.name);
+    let meta = fs::symlink_metadata(&config_dir).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (user.uid, user.gid),
+        "~/.config is the user's"
+    );
+    assert_eq!(meta.mode() & 0o7777, 0o700);
+    let record = fs::symlink_metadata(config_dir.join("twofold.toml")).unwrap();
+    assert_eq!(record.uid(), user.uid);
+    let code = totp::next(&enrolled.secret);
+    pamtester(&host.service, &user.name, &[&user.password, &code]).assert_success();
 }

@@ -78,6 +78,16 @@ pub(crate) enum Command {
         #[arg(long, value_name = "DIR", default_value = "/etc/pam.d")]
         pam_dir: PathBuf,
     },
+    /// Print each line of the live PAM files that loads pam_twofold.so (file:line:text),
+    /// following includes; for the package's removal guards. Exit 0 whether or not any is found.
+    PamUsers {
+        /// Where the PAM service files are (repeatable; default /etc/pam.d and /usr/lib/pam.d).
+        #[arg(long, value_name = "DIR")]
+        pam_dir: Vec<PathBuf>,
+        /// Leave out pam-auth-update's common-* files (neither read nor followed).
+        #[arg(long)]
+        skip_profile: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -8,6 +8,7 @@ pub mod check;
 mod commands;
 mod flags;
 pub mod import;
+pub mod pam_files;
 mod support;
 
 use std::process::ExitCode;
@@ -35,6 +36,14 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
+    // The removal guards must work whatever state the config is in.
+    if let Command::PamUsers {
+        pam_dir,
+        skip_profile,
+    } = &cli.command
+    {
+        return pam_users(pam_dir, *skip_profile);
+    }
     let config = config_file::load(&cli.config)?;
     let store = FileStore::new(config.records.clone());
     match cli.command {
@@ -95,5 +104,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
             import_command::import_google_authenticator(&config, &store, &user, &file, force)
         }
         Command::Check { pam_dir } => check::check(&cli.config, &config, &pam_dir),
+        Command::PamUsers {
+            pam_dir,
+            skip_profile,
+        } => pam_users(&pam_dir, skip_profile),
     }
+}
+
+fn pam_users(dirs: &[std::path::PathBuf], skip_profile: bool) -> Result<(), Failure> {
+    let dirs: Vec<std::path::PathBuf> = if dirs.is_empty() {
+        pam_files::PAM_DIRS.iter().map(Into::into).collect()
+    } else {
+        dirs.to_vec()
+    };
+    for line in pam_files::module_lines(&dirs, skip_profile).map_err(Failure)? {
+        println!("{line}");
+    }
+    Ok(())
 }

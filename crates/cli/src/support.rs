@@ -11,7 +11,8 @@ use zeroize::Zeroizing;
 use twofold_core::backup;
 use twofold_core::config::{Config, RecordsLocation};
 use twofold_core::enroll::EnrollError;
-use twofold_core::user::UserName;
+use twofold_core::user::{Account, UserName};
+use twofold_host::file_store::as_user;
 use twofold_host::sys::{self, open_flags};
 use twofold_host::syslog::{self, Level};
 use twofold_host::{passwd, FileStore};
@@ -45,18 +46,19 @@ pub(crate) fn target_user(named: Option<&str>) -> Result<UserName, Failure> {
 }
 
 /// Makes sure the records directory can take a write: creates a missing central directory (as
-/// root) and turns a permission error into advice.
+/// root) or missing directories under a home (as the user, mode 0700), and turns a permission
+/// error into advice.
 pub(crate) fn prepare_store(
     config: &Config,
     store: &FileStore,
     user: &UserName,
 ) -> Result<(), Failure> {
-    if config.records.location() != RecordsLocation::Central {
-        return Ok(());
-    }
     // The store's own answer: it keys records by the account's canonical name.
     let (record, _) = store.paths(user)?;
     let dir = record.parent().unwrap_or(Path::new("/"));
+    if config.records.location() == RecordsLocation::Home {
+        return prepare_home_directory(dir, user);
+    }
     let euid = sys::geteuid();
     if euid == 0 && !dir.exists() {
         std::fs::DirBuilder::new().mode(0o700).create(dir)?;
@@ -73,9 +75,40 @@ pub(crate) fn prepare_store(
     Ok(())
 }
 
+/// Creates what is missing of a home records directory (`~/.config` on a fresh account, say),
+/// with the user's file identity, so that root creates nothing the user could not, and nothing
+/// outside what the user may write. The store then checks the directory as it always does.
+fn prepare_home_directory(dir: &Path, user: &UserName) -> Result<(), Failure> {
+    if dir.exists() {
+        return Ok(());
+    }
+    let create = || {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+    };
+    let created = match acting_for(user)? {
+        Some(account) => as_user(&account, create)?,
+        None => create(),
+    };
+    created.map_err(|e| {
+        Failure(format!(
+            "{}: cannot create the records directory as {user}: {e}",
+            dir.display()
+        ))
+    })
+}
+
 /// Shows new backup codes once and, if asked, writes them to a new private file. The file is
 /// created only now that the codes exist: nothing is ever created, or removed, on a failure.
-pub(crate) fn show_codes(codes: &[Zeroizing<String>], path: Option<&Path>) -> Result<(), Failure> {
+/// The codes file, if asked for, is created with `user`'s file identity when root acts for them,
+/// since it lands where they may control the directory.
+pub(crate) fn show_codes(
+    codes: &[Zeroizing<String>],
+    path: Option<&Path>,
+    user: &UserName,
+) -> Result<(), Failure> {
     if codes.is_empty() {
         println!("No backup codes (backup_codes.count is 0).");
         return Ok(());
@@ -89,7 +122,13 @@ pub(crate) fn show_codes(codes: &[Zeroizing<String>], path: Option<&Path>) -> Re
     println!("Store them somewhere safe now; they will not be shown again.\n");
     print!("{}", text.as_str());
     if let Some(path) = path {
-        let written = create_private_file(path).and_then(|mut file| {
+        let create = || create_private_file(path);
+        let created = match acting_for(user) {
+            Ok(Some(account)) => as_user(&account, create).unwrap_or_else(|e| Err(e.into())),
+            Ok(None) => create(),
+            Err(e) => Err(e),
+        };
+        let written = created.and_then(|mut file| {
             file.write_all(text.as_bytes())
                 .and_then(|()| file.sync_all())
                 .map_err(|e| Failure(format!("{}: cannot write: {e}", path.display())))
@@ -102,6 +141,16 @@ pub(crate) fn show_codes(codes: &[Zeroizing<String>], path: Option<&Path>) -> Re
         println!("\nAlso written to {}", path.display());
     }
     Ok(())
+}
+
+/// The account whose file identity root takes on to open `user`'s files, so that a path the user
+/// controls (a link, a directory of theirs) gives root no more than the user has. `None` when
+/// not root, or acting for root.
+pub(crate) fn acting_for(user: &UserName) -> Result<Option<Account>, Failure> {
+    if sys::geteuid() != 0 {
+        return Ok(None);
+    }
+    Ok(passwd::by_name(user)?.filter(|a| a.uid != 0))
 }
 
 /// Fails early, before anything changes, if the codes file would not be new.

@@ -278,29 +278,13 @@ impl Place {
                 })
             }
         };
-        let owner = self.expected_owner();
-        let unsafe_because = |why: String| {
-            Err(StoreError::Unsafe {
+        match records_directory_problem(&meta, self.expected_owner()) {
+            Some(why) => Err(StoreError::Unsafe {
                 path: dir.into(),
                 why,
-            })
-        };
-        if !meta.is_dir() {
-            return unsafe_because("not a directory".into());
+            }),
+            None => Ok(true),
         }
-        if meta.uid() != owner && meta.uid() != 0 {
-            return unsafe_because(format!(
-                "owned by uid {}, expected uid {owner} or root",
-                meta.uid()
-            ));
-        }
-        if meta.mode() & 0o022 != 0 {
-            return unsafe_because(format!(
-                "mode {:04o} lets group or others write it; run chmod go-w",
-                meta.mode() & 0o7777
-            ));
-        }
-        Ok(true)
     }
 
     fn read_record(
@@ -660,6 +644,28 @@ fn missing(path: &Path) -> StoreError {
 }
 
 /// Makes a rename or unlink in `file`'s directory durable.
+/// Why a directory cannot hold records owned by `owner` (the rule the module, the CLI and
+/// `twofold check` share): it must be a directory, owned by `owner` or root, and writable by
+/// nobody else, since whoever can write it can replace a record.
+pub fn records_directory_problem(meta: &std::fs::Metadata, owner: u32) -> Option<String> {
+    if !meta.is_dir() {
+        return Some("not a directory".into());
+    }
+    if meta.uid() != owner && meta.uid() != 0 {
+        return Some(format!(
+            "owned by uid {}, expected uid {owner} or root",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Some(format!(
+            "mode {:04o} lets group or others write it; run chmod go-w",
+            meta.mode() & 0o7777
+        ));
+    }
+    None
+}
+
 fn sync_directory(file: &Path) -> Result<(), StoreError> {
     let dir = file.parent().unwrap_or(Path::new("/"));
     File::open(dir)

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use twofold_core::config::{Config, ModuleArgs, RecordsLocation};
 use twofold_core::store::Store;
 use twofold_core::user::UserName;
-use twofold_host::{config_file, FileStore};
+use twofold_host::{config_file, file_store, FileStore};
 
+use crate::pam_files;
 use crate::support::Failure;
 use stack::Severity;
 
@@ -47,24 +48,19 @@ pub(crate) fn check(path: &Path, config: &Config, pam_dir: &Path) -> Result<(), 
     if config.records.location() == RecordsLocation::Central {
         let sample = config.records.path_for("user", None).unwrap_or_default();
         let dir = sample.parent().unwrap_or(Path::new("/"));
+        // Central records are root's: the rule the module applies when it runs as root.
         match std::fs::metadata(dir) {
-            Ok(meta) if !meta.is_dir() => {
-                problems += 1;
-                println!("{}: not a directory", dir.display());
-            }
             Ok(meta) => {
-                let mode = meta.mode() & 0o7777;
-                if meta.uid() != 0 || mode & 0o022 != 0 {
-                    problems += 1;
-                    println!(
-                        "{}: unsafe: owner uid {}, mode {mode:04o}; expected root and 0700",
-                        dir.display(),
-                        meta.uid()
-                    );
-                } else {
-                    println!("{}: ok (root, {mode:04o})", dir.display());
+                match file_store::records_directory_problem(&meta, 0) {
+                    Some(why) => {
+                        problems += 1;
+                        println!("{}: unsafe: {why}", dir.display());
+                    }
+                    None => println!("{}: ok (root, {:04o})", dir.display(), meta.mode() & 0o7777),
                 }
-                problems += check_records(config, dir);
+                if meta.is_dir() {
+                    problems += check_records(config, dir);
+                }
             }
             Err(e) => {
                 problems += 1;
@@ -113,12 +109,7 @@ fn check_pam_stacks(dir: &Path, main_config: &Path, config: &Config) -> usize {
         let Some(service) = file.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        // libpam reads only the file named after the service: backups are not stacks.
-        const BACKUPS: &[&str] = &[
-            ".dpkg-", "~", ".pam-old", ".bak", ".old", ".save", ".orig", ".ucf-", ".rpmnew",
-            ".rpmsave", ".rpmorig",
-        ];
-        if BACKUPS.iter().any(|b| service.contains(b)) || !file.is_file() {
+        if !pam_files::is_live_service(service) || !file.is_file() {
             continue;
         }
         let text = match std::fs::read(&file) {

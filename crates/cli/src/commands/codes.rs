@@ -19,5 +19,5 @@ pub(crate) fn regenerate(
     backup_codes_file.map(refuse_existing).transpose()?;
     let codes = enroll::regenerate_codes(store, user, usize::from(config.backup_codes.count))?;
     audit(user, "regenerated backup codes");
-    show_codes(&codes, backup_codes_file)
+    show_codes(&codes, backup_codes_file, user)
 }

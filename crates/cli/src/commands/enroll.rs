@@ -56,7 +56,7 @@ pub(crate) fn enroll_user(
     let codes = confirm_loop(config, store, user, pending, code, force)?;
     audit(user, "enrolled");
     println!("Two-factor authentication is on for {user}.");
-    show_codes(&codes, backup_codes_file.as_deref())
+    show_codes(&codes, backup_codes_file.as_deref(), user)
 }
 
 /// Asks for the confirming code (up to three times when interactive) and saves on success;

@@ -19,7 +19,7 @@ use twofold_host::sys::{self, open_flags};
 use twofold_host::{passwd, FileStore, SystemClock};
 
 use crate::import::google_authenticator::GoogleAuthenticator;
-use crate::support::{audit, enroll_failure, prepare_store, Failure};
+use crate::support::{acting_for, audit, enroll_failure, prepare_store, Failure};
 
 pub(crate) fn import_google_authenticator(
     config: &Config,
@@ -196,8 +196,7 @@ fn lock_within(file: &File, patience: Duration) -> io::Result<()> {
 /// with that user's rights and insists they own it and keep it private: a user must not be able
 /// to point root at somebody else's file (through a link in the path, say) and import it.
 fn read_users_file(user: &UserName, path: &Path) -> Result<Zeroizing<String>, Failure> {
-    let euid = sys::geteuid();
-    let account = passwd::by_name(user)?.filter(|a| euid == 0 && a.uid != 0);
+    let account = acting_for(user)?;
     let read = || -> Result<Zeroizing<String>, Failure> {
         let file = OpenOptions::new()
             .read(true)
