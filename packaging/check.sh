@@ -207,9 +207,13 @@ must_be_refused() { # what, service, password, code
 }
 
 fresh_code
+# Root creates the codes file with the user's rights: it goes in a directory of theirs.
+chmod 0711 "$work"
+install -d -o "$user" -m 0700 "$work/codes"
 printf '%s\n' "$secret" |
   logged enroll /usr/bin/twofold enroll --user "$user" --secret - --code "$code" --qr none \
-    --backup-codes-file "$work/backup-codes"
+    --backup-codes-file "$work/codes/backup-codes"
+[ "$(stat -c %U "$work/codes/backup-codes")" = "$user" ] || fail "the backup codes file is not $user's"
 /usr/bin/twofold status --user "$user" --json | grep -q '"totp":true' ||
   fail "twofold status does not show $user as enrolled"
 for file in "$records/$user.toml" "$records/$user.state"; do
@@ -252,7 +256,7 @@ twofold=$(grep -n 'pam_twofold\.so' /etc/pam.d/common-auth | cut -d: -f1)
 [ -n "$permit" ] && [ "$twofold" -gt "$permit" ] || fail "pam_twofold is not after pam_permit in common-auth"
 
 printf '@include common-auth\naccount required pam_permit.so\n' >"/etc/pam.d/$svc_common"
-must_log_in "the password and a backup code" "$svc_common" "$password" "$(head -n 1 "$work/backup-codes")"
+must_log_in "the password and a backup code" "$svc_common" "$password" "$(head -n 1 "$work/codes/backup-codes")"
 must_be_refused "a wrong code" "$svc_common" "$password" 000000
 # A wrong password must end the stack at pam_deny, before twofold prompts: the only answer given
 # is the password, so a prompt for the code would fail the conversation instead.
