@@ -254,6 +254,10 @@ grep -qxP 'auth\trequired\tpam_twofold\.so\s*' /etc/pam.d/common-auth ||
 permit=$(grep -n 'pam_permit\.so' /etc/pam.d/common-auth | head -n1 | cut -d: -f1)
 twofold=$(grep -n 'pam_twofold\.so' /etc/pam.d/common-auth | cut -d: -f1)
 [ -n "$permit" ] && [ "$twofold" -gt "$permit" ] || fail "pam_twofold is not after pam_permit in common-auth"
+# The profile's stack on the real /etc/pam.d passes twofold check: a wrong password ends the
+# stack before the module, for every service that includes common-auth.
+logged check-profile /usr/bin/twofold check
+grep -q '/etc/pam.d/common-auth:[0-9]*: ok' "$work/check-profile.log" || fail "twofold check did not review common-auth"
 
 printf '@include common-auth\naccount required pam_permit.so\n' >"/etc/pam.d/$svc_common"
 must_log_in "the password and a backup code" "$svc_common" "$password" "$(head -n 1 "$work/codes/backup-codes")"

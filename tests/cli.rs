@@ -791,7 +791,7 @@ fn check_reviews_the_pam_stacks_that_use_the_module() {
     )
     .unwrap();
     let run = sandbox.check();
-    run.assert_failure_line("2 problem(s)");
+    run.assert_failure_line("3 problem(s)");
     let sshd = format!(
         "{}:2: ok (auth required pam_twofold.so)",
         pam_dir.join("sshd").display()
@@ -808,6 +808,92 @@ fn check_reviews_the_pam_stacks_that_use_the_module() {
             .unwrap_or_else(|| panic!("no `{finding}` in {}", run.stdout));
         let place = format!("{}:{line}: ", pam_dir.join(file).display());
         assert!(reported.starts_with(&place), "{reported}");
+    }
+}
+
+/// Debian 12's stock common-auth, as pam-auth-update writes it.
+const DEBIAN_COMMON_AUTH: &str = "auth\t[success=1 default=ignore]\tpam_unix.so nullok\n\
+                                  auth\trequisite\t\t\tpam_deny.so\n\
+                                  auth\trequired\t\t\tpam_permit.so\n";
+
+#[test]
+fn every_stack_we_ship_or_recommend_passes_check_even_with_enrollment_at_login() {
+    let sandbox = Sandbox::new("");
+    let config = fs::read_to_string(&sandbox.config).unwrap();
+    fs::write(&sandbox.config, format!("enroll_on_login = true\n{config}")).unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/pam.d");
+    let profile = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/pam-configs/twofold"),
+    )
+    .unwrap();
+    let profile_line = profile
+        .lines()
+        .find(|l| l.contains("pam_twofold.so"))
+        .expect("the profile's auth line")
+        .trim();
+    let names: Vec<String> = fs::read_dir(&shipped)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(names.len() >= 5, "{names:?}");
+    // Each shipped service file with stock common-auth, then stock services with the
+    // pam-auth-update profile enabled in common-auth.
+    let with_profile = format!("{DEBIAN_COMMON_AUTH}auth\t{profile_line}\n");
+    for (services, common_auth) in [(true, DEBIAN_COMMON_AUTH), (false, with_profile.as_str())] {
+        let pam_dir = sandbox.dir.join("pam.d");
+        let _ = fs::remove_dir_all(&pam_dir);
+        fs::create_dir_all(&pam_dir).unwrap();
+        // The lines below name the sandbox's config, so that enroll_on_login is on for them.
+        let named = |text: &str| {
+            text.replace(
+                "pam_twofold.so",
+                &format!("pam_twofold.so config={}", sandbox.config.display()),
+            )
+        };
+        fs::write(pam_dir.join("common-auth"), named(common_auth)).unwrap();
+        for other in [
+            "common-account",
+            "common-session",
+            "common-password",
+            "common-session-noninteractive",
+            "password-auth",
+            "postlogin",
+        ] {
+            fs::write(pam_dir.join(other), "").unwrap();
+        }
+        for name in &names {
+            let text = fs::read_to_string(shipped.join(name)).unwrap();
+            let text = if services {
+                text
+            } else {
+                text.lines()
+                    .filter(|l| !l.contains("pam_twofold.so") || l.contains("forward_pass"))
+                    .map(|l| format!("{l}\n"))
+                    .collect()
+            };
+            fs::write(pam_dir.join(name), named(&text)).unwrap();
+        }
+        let run = sandbox.check();
+        let prefix = format!("{}/", pam_dir.display());
+        let reviewed: Vec<&str> = run
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .collect();
+        // Every shipped file (with its own module line, or through common-auth's).
+        assert!(
+            reviewed.len() >= names.len(),
+            "services: {services}\n{}",
+            run.stdout
+        );
+        assert!(
+            reviewed.iter().all(|l| l.contains(": ok (auth ")),
+            "services: {services}\n{}",
+            run.stdout
+        );
+        if is_root() {
+            run.assert_success();
+        }
     }
 }
 

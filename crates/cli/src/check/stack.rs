@@ -117,26 +117,38 @@ pub fn twofold_lines(
                 format!("a wrong code here can still let the login through, e.g. when {path}"),
             ));
         }
-        if !enrolling[index] {
-            continue;
-        }
-        if !verdict.any_password_module {
-            twofold.findings.push((
-                Severity::Warning,
-                "enroll_on_login with no password module before pam_twofold: safe only if \
-                 something else proved the user first (sshd's AuthenticationMethods \
-                 publickey,keyboard-interactive)"
-                    .into(),
-            ));
-        } else if let Some(path) = verdict.reached_after_wrong_password.get(&at) {
+        if let Some(reached) = verdict.reached_after_wrong_password.get(&at) {
+            let harm = if enrolling[index] {
+                "with enroll_on_login, anyone who knows a user name could enroll a key for it"
+            } else {
+                "anyone who knows a user name reaches the code prompt, learns whether the user is \
+                 enrolled, and spends their failed-code allowance"
+            };
             twofold.findings.push((
                 Severity::Problem,
                 format!(
-                    "enroll_on_login, but a wrong password can reach pam_twofold (e.g. when \
-                     {path}): anyone who knows a user name could enroll a key for it; make the \
-                     password module `requisite`, or follow it with `requisite pam_deny.so` as \
-                     Debian's common-auth does"
+                    "a wrong password can reach pam_twofold (e.g. when {}): {harm}; fix: make \
+                     {} end the stack on failure (`requisite`), or follow it with \
+                     `auth requisite pam_deny.so` as Debian's common-auth does (a `substack` \
+                     cannot end the stack: give the password module its own `requisite` line)",
+                    reached.path, reached.password_line
                 ),
+            ));
+        } else if enrolling[index] && !verdict.any_password_module && !loader.cannot_start {
+            // Only sshd can prove the user before PAM runs (AuthenticationMethods publickey,...),
+            // and this model cannot see sshd_config: there it is the admin's call.
+            let severity = if SERVICES_WITH_OWN_FIRST_FACTOR.contains(&service) {
+                Severity::Warning
+            } else {
+                Severity::Problem
+            };
+            twofold.findings.push((
+                severity,
+                "enroll_on_login with no password module before pam_twofold: whoever reaches \
+                 this service could enroll a key for an unenrolled account; safe only if \
+                 something else proved the user first (sshd's AuthenticationMethods \
+                 publickey,keyboard-interactive)"
+                    .into(),
             ));
         }
     }
@@ -161,6 +173,9 @@ pub fn twofold_lines(
 /// root runs them, and root is not who a second factor keeps out. Elsewhere (sshd, login run as
 /// root) it would let everyone in.
 const ROOT_ONLY_ROOTOK: &[&str] = &["su", "su-l", "runuser", "runuser-l", "chfn", "chsh"];
+
+/// Services that can prove the user before PAM's auth stack runs (sshd's public keys).
+const SERVICES_WITH_OWN_FIRST_FACTOR: &[&str] = &["sshd"];
 
 // ---- The stack as libpam sees it.
 
@@ -598,9 +613,17 @@ struct Verdict {
     bypass: Option<String>,
     /// By pam_twofold module id.
     failed_but_passed: std::collections::BTreeMap<usize, String>,
-    reached_after_wrong_password: std::collections::BTreeMap<usize, String>,
+    reached_after_wrong_password: std::collections::BTreeMap<usize, WrongPassword>,
+    /// The ids of the password modules seen.
+    password_modules: BTreeSet<usize>,
     any_password_module: bool,
     too_complex: bool,
+}
+
+/// How a wrong password reaches pam_twofold: an example path, and the password line it failed.
+struct WrongPassword {
+    path: String,
+    password_line: String,
 }
 
 struct Runner<'l> {
@@ -743,6 +766,7 @@ impl<'l> Runner<'l> {
         match module.kind {
             Kind::Password => {
                 self.verdict.any_password_module = true;
+                self.verdict.password_modules.insert(module.id);
                 if succeeds {
                     run.password_succeeded = true;
                 } else {
@@ -752,11 +776,22 @@ impl<'l> Runner<'l> {
             Kind::Twofold => {
                 run.twofold_ran = true;
                 if run.password_failed && !run.password_succeeded {
-                    let path = self.describe(&run.trail[..run.trail.len() - 1]);
+                    let before = &run.trail[..run.trail.len() - 1];
+                    let failed_password = before
+                        .iter()
+                        .rev()
+                        .find(|(id, ok)| !ok && self.verdict.password_modules.contains(id));
+                    let password_line = failed_password
+                        .and_then(|(id, _)| self.labels.get(*id))
+                        .map_or("the password line".into(), |label| format!("`{label}`"));
+                    let reached = WrongPassword {
+                        path: self.describe(before),
+                        password_line,
+                    };
                     self.verdict
                         .reached_after_wrong_password
                         .entry(module.id)
-                        .or_insert(path);
+                        .or_insert(reached);
                 }
                 if !succeeds && run.twofold_failed.is_none() {
                     run.twofold_failed = Some(module.id);
@@ -914,16 +949,22 @@ mod tests {
     }
 
     #[test]
-    fn enrollment_after_a_merely_required_password_is_a_problem() {
-        let text = "auth required pam_unix.so\n-auth required /lib/security/pam_twofold.so enroll_on_login\n";
-        let found = problems(&lint(text, false));
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].contains("pam_unix.so (svc:1) fails"), "{found:?}");
-        // Without enrollment at login the same stack is fine: pam_unix still fails it.
-        assert!(is_clean(
-            "auth required pam_unix.so\nauth required pam_twofold.so\n",
-            false
-        ));
+    fn a_wrong_password_reaching_the_module_is_a_problem_naming_the_line_to_change() {
+        let text = "auth required pam_unix.so\n-auth required /lib/security/pam_twofold.so\n";
+        for enroll_on_login in [false, true] {
+            let found = problems(&lint(text, enroll_on_login));
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert!(found[0].contains("pam_unix.so (svc:1) fails"), "{found:?}");
+            assert!(
+                found[0].contains("fix: make `pam_unix.so (svc:1)` end the stack"),
+                "{found:?}"
+            );
+            assert_eq!(
+                found[0].contains("could enroll a key"),
+                enroll_on_login,
+                "{found:?}"
+            );
+        }
     }
 
     #[test]
@@ -935,6 +976,7 @@ mod tests {
         ] {
             let text = format!("{password}auth required pam_twofold.so\n");
             assert_eq!(problems(&lint(&text, true)).len(), 1, "{text}");
+            assert_eq!(problems(&lint(&text, false)).len(), 1, "{text}");
         }
     }
 
@@ -944,7 +986,9 @@ mod tests {
             "auth include system-auth\nauth required pam_twofold.so\n",
             false,
         ));
-        assert_eq!(found.len(), 1, "{found:?}");
+        // And a wrong password runs on to the module through the final, merely required deny.
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[1].contains("wrong password can reach"), "{found:?}");
         assert!(
             found[0].contains("without pam_twofold running"),
             "{found:?}"
@@ -956,12 +1000,19 @@ mod tests {
     }
 
     #[test]
-    fn rhel_substack_runs_the_module_but_not_after_a_stopping_wrong_password() {
+    fn rhel_substack_lets_a_wrong_password_reach_the_module() {
         let text = "auth substack password-auth\nauth required pam_twofold.so\n";
-        // The substack's sufficient ends only the substack: the module always runs.
-        assert!(is_clean(text, false));
-        // A failed substack does not end the stack: a wrong password reaches the module.
-        assert_eq!(problems(&lint(text, true)).len(), 1);
+        // The substack's sufficient ends only the substack: the module always runs. But a failed
+        // substack does not end the stack either: a wrong password reaches the module.
+        for enroll_on_login in [false, true] {
+            let found = problems(&lint(text, enroll_on_login));
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert!(found[0].contains("`substack` cannot end"), "{found:?}");
+        }
+        // The recipe the README gives for RHEL: the password on its own requisite line.
+        let recipe = "auth required pam_env.so\nauth requisite pam_unix.so\n\
+                      auth required pam_twofold.so\n";
+        assert!(is_clean(recipe, true));
         // Inside a substack, a sufficient line before the module skips it.
         let read = |name: &str| {
             (name == "pw")
@@ -1013,10 +1064,17 @@ mod tests {
     }
 
     #[test]
-    fn twofold_alone_with_enrollment_is_a_warning_and_forward_pass_never_enrolls() {
-        let lines = lint("auth required pam_twofold.so\n", true);
+    fn enrollment_with_no_first_factor_is_a_problem_but_sshd_may_have_one_of_its_own() {
+        for service in ["login", "su", "svc"] {
+            let lines = lint_as(service, "auth required pam_twofold.so\n", true);
+            assert_eq!(lines[0].findings.len(), 1);
+            assert_eq!(lines[0].findings[0].0, Severity::Problem, "{service}");
+            assert!(lines[0].findings[0].1.contains("could enroll a key"));
+        }
+        let lines = lint_as("sshd", "auth required pam_twofold.so\n", true);
         assert_eq!(lines[0].findings.len(), 1);
         assert_eq!(lines[0].findings[0].0, Severity::Warning);
+        assert!(is_clean("auth required pam_twofold.so\n", false));
         assert!(is_clean(
             "auth required pam_twofold.so forward_pass\n",
             true
