@@ -56,6 +56,66 @@ pub fn field(value: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// One `key=value ...` log line, the only way the doors build one. Tokens (names, hosts, reasons)
+/// go through [`field`]; free text (an error that may quote a file, a path) is double-quoted with
+/// `"` and `\` escaped and control characters as `\xNN`, so neither can pose as another field or
+/// start a new line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogLine(String);
+
+impl LogLine {
+    pub fn new() -> LogLine {
+        LogLine::default()
+    }
+
+    /// Adds `key=value`, `value` encoded as a token.
+    pub fn token(mut self, key: &str, value: &str) -> LogLine {
+        self.separate();
+        self.0.push_str(key);
+        self.0.push('=');
+        self.0.push_str(&field(value));
+        self
+    }
+
+    /// Adds `key="text"`, `text` quoted and escaped.
+    pub fn text(mut self, key: &str, text: &str) -> LogLine {
+        self.separate();
+        self.0.push_str(key);
+        self.0.push_str("=\"");
+        for c in text.chars() {
+            match c {
+                '"' | '\\' => {
+                    self.0.push('\\');
+                    self.0.push(c);
+                }
+                c if c.is_control() => self.0.push_str(&format!("\\x{:02x}", u32::from(c))),
+                c => self.0.push(c),
+            }
+        }
+        self.0.push('"');
+        self
+    }
+
+    /// Appends every field of `other`.
+    pub fn and(mut self, other: &LogLine) -> LogLine {
+        if !other.0.is_empty() {
+            self.separate();
+            self.0.push_str(&other.0);
+        }
+        self
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn separate(&mut self) {
+        if !self.0.is_empty() {
+            self.0.push(' ');
+        }
+    }
+}
+
 /// Replaces control characters with `\xNN`, so that text cannot start a new log line or drive a
 /// terminal.
 pub fn escape(text: &str) -> String {
@@ -120,5 +180,16 @@ mod tests {
     #[test]
     fn one_line_escapes_newlines() {
         assert_eq!(one_line("a\nb \n"), "a\\nb");
+    }
+
+    #[test]
+    fn a_log_line_keeps_hostile_text_inside_its_own_field() {
+        let line = LogLine::new()
+            .token("user", "eve outcome=success")
+            .text("error", "bad \"x\" in /home/a b\\c\n outcome=success");
+        assert_eq!(
+            line.as_str(),
+            "user=eve%20outcome%3Dsuccess error=\"bad \\\"x\\\" in /home/a b\\\\c\\x0a outcome=success\""
+        );
     }
 }

@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 use twofold_core::backup;
 use twofold_core::config::{Config, RecordsLocation};
 use twofold_core::enroll::EnrollError;
+use twofold_core::text::LogLine;
 use twofold_core::user::{Account, UserName};
 use twofold_host::file_store::as_user;
 use twofold_host::sys::{self, open_flags};
@@ -190,11 +191,11 @@ pub(crate) fn ask_line(prompt: &str) -> Result<Zeroizing<String>, Failure> {
 
 pub(crate) fn audit(user: &UserName, action: &str) {
     let by = sys::getuid();
-    syslog::line(
-        "twofold",
-        Level::Notice,
-        &format!("user={user} {action} by uid={by}"),
-    );
+    let line = LogLine::new()
+        .token("user", user.as_str())
+        .text("action", action)
+        .token("by_uid", &by.to_string());
+    syslog::line("twofold", Level::Notice, line.as_str());
 }
 
 /// An enrollment error, with the flag that overrides it where there is one.

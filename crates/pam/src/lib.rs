@@ -15,7 +15,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use twofold_core::config::ModuleArgs;
 use twofold_core::login::{self, LoginPolicy, Outcome};
 use twofold_core::prompt::Prompter;
-use twofold_core::text::field;
+use twofold_core::text::LogLine;
 use twofold_core::user::UserName;
 use twofold_host::config_file;
 use twofold_host::syslog::{self, Level};
@@ -134,7 +134,7 @@ fn authenticate(handle: &Handle, flags: c_int, args: &[String]) -> c_int {
     let service = handle
         .string_item(sys::PAM_SERVICE)
         .unwrap_or_else(|| "?".into());
-    let service = field(&service).into_owned();
+    let at_service = LogLine::new().token("service", &service);
     let rhost = handle.string_item(sys::PAM_RHOST);
     let silent = flags & sys::PAM_SILENT != 0;
     let args = match ModuleArgs::parse(args) {
@@ -143,7 +143,11 @@ fn authenticate(handle: &Handle, flags: c_int, args: &[String]) -> c_int {
             syslog::line(
                 IDENT,
                 Level::Error,
-                &format!("service={service}: {e}; refusing to authenticate"),
+                at_service
+                    .clone()
+                    .token("outcome", "refused")
+                    .text("error", &format!("{e}; refusing to authenticate"))
+                    .as_str(),
             );
             return sys::PAM_SERVICE_ERR;
         }
@@ -157,7 +161,11 @@ fn authenticate(handle: &Handle, flags: c_int, args: &[String]) -> c_int {
             syslog::line(
                 IDENT,
                 Level::Error,
-                &format!("service={service}: config {e}"),
+                at_service
+                    .clone()
+                    .token("outcome", "unavailable")
+                    .text("error", &format!("config {e}"))
+                    .as_str(),
             );
             conversation.error(UNAVAILABLE_HINT);
             return sys::PAM_AUTHINFO_UNAVAIL;
@@ -169,7 +177,11 @@ fn authenticate(handle: &Handle, flags: c_int, args: &[String]) -> c_int {
             syslog::line(
                 IDENT,
                 Level::Error,
-                &format!("service={service}: module argument {why}"),
+                at_service
+                    .clone()
+                    .token("outcome", "unavailable")
+                    .text("error", &format!("module argument {why}"))
+                    .as_str(),
             );
             conversation.error(UNAVAILABLE_HINT);
             return sys::PAM_AUTHINFO_UNAVAIL;
@@ -181,7 +193,11 @@ fn authenticate(handle: &Handle, flags: c_int, args: &[String]) -> c_int {
             syslog::line(
                 IDENT,
                 Level::Error,
-                &format!("service={service}: no user name"),
+                at_service
+                    .clone()
+                    .token("outcome", "refused")
+                    .text("error", "no user name")
+                    .as_str(),
             );
             return sys::PAM_AUTH_ERR;
         }
@@ -207,12 +223,12 @@ fn authenticate(handle: &Handle, flags: c_int, args: &[String]) -> c_int {
         syslog::line(
             IDENT,
             Level::Debug,
-            &format!(
-                "service={service} user={} config={} records={}",
-                field(&user_text),
-                args.config_path().display(),
-                config.records.as_str()
-            ),
+            at_service
+                .clone()
+                .token("user", &user_text)
+                .text("config", &args.config_path().display().to_string())
+                .text("records", config.records.as_str())
+                .as_str(),
         );
     }
     let outcome = login::authenticate(
@@ -222,112 +238,112 @@ fn authenticate(handle: &Handle, flags: c_int, args: &[String]) -> c_int {
         &mut conversation,
         &SystemClock,
     );
-    let who = format!(
-        "service={service} user={} rhost={}",
-        field(&user_text),
-        field(rhost.as_deref().unwrap_or("-"))
-    );
+    let who = at_service
+        .token("user", &user_text)
+        .token("rhost", rhost.as_deref().unwrap_or("-"));
     finish(handle, &mut conversation, &who, outcome)
 }
 
 /// Maps an outcome to its PAM code, user message and log line: the only place that does.
-fn finish(handle: &Handle, conversation: &mut Conversation, who: &str, outcome: Outcome) -> c_int {
+fn finish(
+    handle: &Handle,
+    conversation: &mut Conversation,
+    who: &LogLine,
+    outcome: Outcome,
+) -> c_int {
+    // The password is handed on before the success is logged, so a failure here is the line.
+    if let Outcome::Accepted {
+        password: Some(password),
+        ..
+    } = &outcome
+    {
+        if let Err(e) = handle.set_authtok(password) {
+            let line = who
+                .clone()
+                .token("outcome", "refused")
+                .text("error", &format!("cannot hand on the password: {e:?}"));
+            syslog::line(IDENT, Level::Error, line.as_str());
+            return sys::PAM_AUTH_ERR;
+        }
+    }
+    let (level, line) = log_line(who, &outcome);
+    syslog::line(IDENT, level, line.as_str());
     match outcome {
-        Outcome::Accepted {
-            factor,
-            codes_left,
-            password,
-        } => {
-            if let Some(password) = password {
-                if let Err(e) = handle.set_authtok(&password) {
-                    syslog::line(
-                        IDENT,
-                        Level::Error,
-                        &format!("{who}: cannot hand on the password: {e:?}"),
-                    );
-                    return sys::PAM_AUTH_ERR;
-                }
-            }
+        Outcome::Accepted { codes_left, .. } => {
             if let Some(left) = codes_left {
                 conversation.info(&format!("Backup code accepted; {left} left"));
             }
-            syslog::line(
-                IDENT,
-                Level::Info,
-                &format!("{who} factor={} outcome=success", factor.name()),
-            );
             sys::PAM_SUCCESS
         }
-        Outcome::Denied(denial) => {
-            syslog::line(
-                IDENT,
-                Level::Notice,
-                &format!("{who} outcome=denied reason={}", denial.name()),
-            );
-            sys::PAM_AUTH_ERR
-        }
+        Outcome::Denied(_) => sys::PAM_AUTH_ERR,
         Outcome::Locked { retry_after } => {
             let minutes = retry_after.div_ceil(60).max(1);
             conversation.error(&format!(
                 "Too many failed codes; try again in {minutes} min"
             ));
-            syslog::line(
-                IDENT,
-                Level::Notice,
-                &format!("{who} outcome=locked retry_after={retry_after}s"),
-            );
             sys::PAM_MAXTRIES
         }
-        Outcome::NotEnrolledSkipped => {
-            syslog::line(
-                IDENT,
-                Level::Info,
-                &format!("{who} outcome=ignored reason=not-enrolled nullok"),
-            );
-            sys::PAM_IGNORE
-        }
-        Outcome::Enrolled => {
-            syslog::line(
-                IDENT,
-                Level::Notice,
-                &format!("{who} factor=totp outcome=enrolled"),
-            );
-            sys::PAM_SUCCESS
-        }
-        Outcome::EnrollmentPostponed => {
-            syslog::line(
-                IDENT,
-                Level::Info,
-                &format!("{who} outcome=ignored reason=enrollment-postponed nullok"),
-            );
-            sys::PAM_IGNORE
-        }
-        Outcome::EnrollmentFailed(e) => {
+        Outcome::NotEnrolledSkipped | Outcome::EnrollmentPostponed => sys::PAM_IGNORE,
+        Outcome::Enrolled => sys::PAM_SUCCESS,
+        Outcome::ConversationFailed(_) => sys::PAM_CONV_ERR,
+        Outcome::EnrollmentFailed(_) | Outcome::Unavailable(_) => {
             conversation.error(UNAVAILABLE_HINT);
-            syslog::line(
-                IDENT,
-                Level::Error,
-                &format!("{who} outcome=unavailable: enrollment failed: {e}"),
-            );
             sys::PAM_AUTHINFO_UNAVAIL
         }
-        Outcome::ConversationFailed(e) => {
-            syslog::line(
-                IDENT,
-                Level::Notice,
-                &format!("{who} outcome=conversation-failed ({e})"),
-            );
-            sys::PAM_CONV_ERR
-        }
-        Outcome::Unavailable(e) => {
-            conversation.error(UNAVAILABLE_HINT);
-            syslog::line(
-                IDENT,
-                Level::Error,
-                &format!("{who} outcome=unavailable: {e}"),
-            );
-            sys::PAM_AUTHINFO_UNAVAIL
-        }
+    }
+}
+
+/// The syslog line of an outcome: `who` (service, user, rhost), then the outcome's own fields.
+/// Error text, which may quote a record or name a path, is one quoted field.
+fn log_line(who: &LogLine, outcome: &Outcome) -> (Level, LogLine) {
+    let line = who.clone();
+    match outcome {
+        Outcome::Accepted { factor, .. } => (
+            Level::Info,
+            line.token("factor", factor.name())
+                .token("outcome", "success"),
+        ),
+        Outcome::Denied(denial) => (
+            Level::Notice,
+            line.token("outcome", "denied")
+                .token("reason", denial.name()),
+        ),
+        Outcome::Locked { retry_after } => (
+            Level::Notice,
+            line.token("outcome", "locked")
+                .token("retry_after", &format!("{retry_after}s")),
+        ),
+        Outcome::NotEnrolledSkipped => (
+            Level::Info,
+            line.token("outcome", "ignored")
+                .token("reason", "not-enrolled")
+                .token("nullok", "yes"),
+        ),
+        Outcome::Enrolled => (
+            Level::Notice,
+            line.token("factor", "totp").token("outcome", "enrolled"),
+        ),
+        Outcome::EnrollmentPostponed => (
+            Level::Info,
+            line.token("outcome", "ignored")
+                .token("reason", "enrollment-postponed")
+                .token("nullok", "yes"),
+        ),
+        Outcome::EnrollmentFailed(e) => (
+            Level::Error,
+            line.token("outcome", "unavailable")
+                .text("error", &format!("enrollment failed: {e}")),
+        ),
+        Outcome::ConversationFailed(e) => (
+            Level::Notice,
+            line.token("outcome", "conversation-failed")
+                .text("error", &e.to_string()),
+        ),
+        Outcome::Unavailable(e) => (
+            Level::Error,
+            line.token("outcome", "unavailable")
+                .text("error", &e.to_string()),
+        ),
     }
 }
 
@@ -336,3 +352,31 @@ const UNAVAILABLE_HINT: &str =
     "Two-factor authentication is unavailable; contact your administrator.";
 /// pam_unix's default delay.
 const FAIL_DELAY_MICROS: u32 = 2_000_000;
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use twofold_core::store::StoreError;
+
+    use super::*;
+
+    #[test]
+    fn hostile_text_in_an_unavailable_line_stays_inside_its_quoted_field() {
+        let who = LogLine::new()
+            .token("service", "sshd")
+            .token("user", "eve rhost=10.0.0.1")
+            .token("rhost", "-");
+        let error = StoreError::Unsafe {
+            path: PathBuf::from("/home/eve/x\nsshd: outcome=success"),
+            why: "quoted \"user=root\"".into(),
+        };
+        let (level, line) = log_line(&who, &Outcome::Unavailable(error));
+        assert_eq!(level, Level::Error);
+        assert_eq!(
+            line.as_str(),
+            "service=sshd user=eve%20rhost%3D10.0.0.1 rhost=- outcome=unavailable \
+             error=\"/home/eve/x\\x0asshd: outcome=success: refused: quoted \\\"user=root\\\"\""
+        );
+    }
+}
