@@ -158,8 +158,7 @@ impl Pending {
                     Verdict::Wrong => return Err(EnrollError::WrongCode),
                 }
                 // A new enrollment starts unlocked, with no failures and all codes unspent.
-                state.failures.clear();
-                state.locked_until = 0;
+                state.clear_throttle();
                 let record = Record {
                     totp: Some(self.key.clone()),
                     window: None,
@@ -435,8 +434,7 @@ pub fn import_key<S: Store>(
                 .is_some_and(|k| k.secret == key.secret && k.period == key.period);
             let kept_step = if same_key { state.last_step } else { 0 };
             state.last_step = kept_step.max(guard_start);
-            state.failures.clear();
-            state.locked_until = 0;
+            state.clear_throttle();
             let kept = codes.len();
             let record = Record {
                 totp: Some(key.clone()),
@@ -584,8 +582,7 @@ pub fn regenerate_codes<S: Store>(
 pub fn unlock<S: Store>(store: &S, user: &UserName) -> Result<(), EnrollError> {
     store
         .update(user, |_, state| {
-            state.failures.clear();
-            state.locked_until = 0;
+            state.clear_throttle();
         })
         .map_err(EnrollError::Store)?
         .ok_or(EnrollError::NotEnrolled)

@@ -14,7 +14,7 @@ use crate::config::{Config, ThrottlePolicy};
 use crate::enroll::{self, AtLogin, EnrollError};
 use crate::prompt::{PromptError, Prompter};
 use crate::record::Record;
-use crate::state::State;
+use crate::state::{Failure, Origin, OriginLock, State, MAX_FAILURES, ORIGINS_BEFORE_GLOBAL_LOCK};
 use crate::store::{Accounts, Store, StoreError};
 use crate::text::without_separators;
 use crate::totp::Verdict;
@@ -38,6 +38,8 @@ pub struct LoginPolicy<'a> {
     /// Unenrolled users enroll during the login, with this config's settings for new
     /// enrollments (`enroll_on_login`). Never with forward_pass, whose password is not checked yet.
     pub enroll_on_login: Option<&'a Config>,
+    /// Where the login comes from: failures lock this origin first (see `count_failure`).
+    pub origin: Origin,
 }
 
 /// Which factor let the user in.
@@ -140,9 +142,9 @@ pub fn authenticate<S: Store + Accounts>(
         (None, _) => return refuse_after_prompt(prompter, policy, Denial::UnusableName),
     };
     let now = clock.now();
-    if state.locked_until > now {
+    if let Some(until) = state.locked_for(policy.origin, now) {
         return Outcome::Locked {
-            retry_after: state.locked_until - now,
+            retry_after: until - now,
         };
     }
     let answer = match ask(prompter, policy) {
@@ -295,8 +297,8 @@ fn decide(
     policy: &LoginPolicy,
     now: u64,
 ) -> Decision {
-    if state.locked_until > now {
-        return Decision::Locked(state.locked_until - now);
+    if let Some(until) = state.locked_for(policy.origin, now) {
+        return Decision::Locked(until - now);
     }
     let window = record
         .window
@@ -306,7 +308,7 @@ fn decide(
         match key.verify(code, now, window, state.last_step) {
             Verdict::Accepted(step) => {
                 state.last_step = step;
-                state.failures.clear();
+                forget_failures(state, policy.origin);
                 return Decision::Accepted {
                     factor: Factor::Totp,
                     codes_left: None,
@@ -332,7 +334,7 @@ fn decide(
             denial = Denial::SpentBackupCode;
         } else {
             state.spend_code(binding, index);
-            state.failures.clear();
+            forget_failures(state, policy.origin);
             let left = state.codes_left(binding, record.backup_codes.len());
             return Decision::Accepted {
                 factor: Factor::BackupCode,
@@ -340,7 +342,12 @@ fn decide(
             };
         }
     }
-    count_failure(state, effective_throttle(record, &policy.throttle), now);
+    count_failure(
+        state,
+        effective_throttle(record, &policy.throttle),
+        now,
+        policy.origin,
+    );
     Decision::Denied(denial)
 }
 
@@ -353,22 +360,48 @@ fn deny_and_count<S: Store>(
     denial: Denial,
 ) -> Outcome {
     let throttle = effective_throttle(record, &policy.throttle);
-    match store.update(user, |_, state| count_failure(state, throttle, clock.now())) {
+    let origin = policy.origin;
+    match store.update(user, |_, state| {
+        count_failure(state, throttle, clock.now(), origin)
+    }) {
         Ok(_) => Outcome::Denied(denial),
         Err(e) => Outcome::Unavailable(e),
     }
 }
 
-/// Records a failure; at the limit, locks the second factor and starts counting afresh.
-fn count_failure(state: &mut State, throttle: ThrottlePolicy, now: u64) {
+/// Records a failure from `origin`. At `max_failures` within the window, that origin is locked
+/// for `lock_secs` (a stranger guessing from one address locks that address, not the user); once
+/// `ORIGINS_BEFORE_GLOBAL_LOCK` origins are locked at once, the whole second factor is, so that
+/// spreading guesses over addresses still meets a bound (at most that many times `max_failures`
+/// guesses per lock period).
+fn count_failure(state: &mut State, throttle: ThrottlePolicy, now: u64, origin: Origin) {
     let window = u64::from(throttle.window_secs);
     // Kept while recent; a clock stepped back keeps them too rather than forgetting them.
-    state.failures.retain(|&t| now.saturating_sub(t) < window);
-    state.failures.push(now);
-    if state.failures.len() >= usize::from(throttle.max_failures) {
-        state.locked_until = now + u64::from(throttle.lock_secs);
-        state.failures.clear();
+    state.failures.retain(|f| now.saturating_sub(f.at) < window);
+    state.origin_locks.retain(|l| l.until > now);
+    state.failures.push(Failure { at: now, origin });
+    let from_origin = state.failures.iter().filter(|f| f.origin == origin).count();
+    if from_origin < usize::from(throttle.max_failures) {
+        if state.failures.len() > MAX_FAILURES {
+            state.failures.remove(0);
+        }
+        return;
     }
+    let until = now + u64::from(throttle.lock_secs);
+    forget_failures(state, origin);
+    state.origin_locks.retain(|l| l.origin != origin);
+    state.origin_locks.push(OriginLock { origin, until });
+    if state.origin_locks.len() >= ORIGINS_BEFORE_GLOBAL_LOCK {
+        state.locked_until = until;
+        state.failures.clear();
+        state.origin_locks.clear();
+    }
+}
+
+/// A verified factor from `origin` forgets that origin's failures (not other origins': a right
+/// code from the user does not give a guesser elsewhere a fresh allowance).
+fn forget_failures(state: &mut State, origin: Origin) {
+    state.failures.retain(|f| f.origin != origin);
 }
 
 /// The host's throttle, tightened by the user's own limit if the record has one.
@@ -548,6 +581,14 @@ mod tests {
             nullok: false,
             forward_pass: false,
             enroll_on_login: None,
+            origin: Origin::LOCAL,
+        }
+    }
+
+    fn from(host: &str) -> LoginPolicy<'static> {
+        LoginPolicy {
+            origin: Origin::remote(host),
+            ..policy()
         }
     }
 
@@ -690,7 +731,68 @@ mod tests {
         assert!(matches!(outcome, Outcome::Denied(_)));
         let state = store.users.borrow()["alice"].1.clone();
         assert_eq!(state.locked_until, 0);
-        assert_eq!(state.failures, vec![NOW + 301, NOW + 302]);
+        let times: Vec<u64> = state.failures.iter().map(|f| f.at).collect();
+        assert_eq!(times, [NOW + 301, NOW + 302]);
+    }
+
+    #[test]
+    fn a_stranger_guessing_from_one_host_locks_that_host_not_the_user() {
+        let (store, _) = enrolled();
+        for _ in 0..3 {
+            login(&store, &from("203.0.113.9"), "000000", NOW);
+        }
+        let (outcome, prompts) = login(&store, &from("203.0.113.9"), &code(0), NOW + 1);
+        assert!(matches!(outcome, Outcome::Locked { retry_after: 599 }));
+        assert!(prompts.is_empty());
+        // The user, from their own host or at the console, is not locked out.
+        let (outcome, _) = login(&store, &from("198.51.100.7"), &code(0), NOW + 1);
+        assert!(matches!(outcome, Outcome::Accepted { .. }), "{outcome:?}");
+        let (outcome, _) = login(&store, &policy(), &code(1), NOW + 31);
+        assert!(matches!(outcome, Outcome::Accepted { .. }), "{outcome:?}");
+        // Their right code does not lift the stranger's lock.
+        let (outcome, _) = login(&store, &from("203.0.113.9"), &code(2), NOW + 61);
+        assert!(matches!(outcome, Outcome::Locked { .. }), "{outcome:?}");
+    }
+
+    #[test]
+    fn guesses_spread_over_hosts_lock_the_whole_second_factor_at_the_third_locked_host() {
+        let (store, _) = enrolled();
+        for host in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+            for _ in 0..3 {
+                login(&store, &from(host), "000000", NOW);
+            }
+        }
+        // At most 3 hosts x 3 guesses per lock period, whatever the number of addresses.
+        for policy in [from("192.0.2.4"), policy()] {
+            let (outcome, _) = login(&store, &policy, &code(0), NOW + 1);
+            assert!(
+                matches!(outcome, Outcome::Locked { retry_after: 599 }),
+                "{outcome:?}"
+            );
+        }
+        let state = store.users.borrow()["alice"].1.clone();
+        assert_eq!(state.locked_until, NOW + 600);
+        assert!(state.origin_locks.is_empty() && state.failures.is_empty());
+    }
+
+    #[test]
+    fn a_right_code_forgets_only_its_own_origins_failures() {
+        let (store, _) = enrolled();
+        for _ in 0..2 {
+            login(&store, &from("192.0.2.1"), "000000", NOW);
+            login(&store, &policy(), "000000", NOW);
+        }
+        login(&store, &policy(), &code(0), NOW);
+        let state = store.users.borrow()["alice"].1.clone();
+        assert_eq!(state.failures.len(), 2);
+        assert!(state
+            .failures
+            .iter()
+            .all(|f| f.origin == Origin::remote("192.0.2.1")));
+        // The stranger's third guess still locks their host.
+        login(&store, &from("192.0.2.1"), "000000", NOW + 1);
+        let (outcome, _) = login(&store, &from("192.0.2.1"), &code(1), NOW + 31);
+        assert!(matches!(outcome, Outcome::Locked { .. }), "{outcome:?}");
     }
 
     #[test]

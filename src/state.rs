@@ -4,18 +4,64 @@
 //! How it is kept durable (the file store's two-slot file, a directory attribute) is the store's
 //! business: the core sees only the values.
 
-/// The most failure timestamps kept (and so the highest `throttle.max_failures`).
+/// The most failures kept (and so the highest `throttle.max_failures`).
 pub const MAX_FAILURES: usize = 20;
+/// Origins locked at once before the whole second factor locks; so the most origin locks kept is
+/// one less.
+pub const ORIGINS_BEFORE_GLOBAL_LOCK: usize = 3;
+
+/// Where a login came from: the local machine (no `PAM_RHOST`) or one remote host, as a tag that
+/// is stable for the host but does not name it. Failures are counted per origin, so that a
+/// stranger guessing from one address locks that address, not the user.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Origin(pub u64);
+
+impl Origin {
+    /// No remote host: the console, sudo, su.
+    pub const LOCAL: Origin = Origin(0);
+
+    /// The origin of a login from `host` (`PAM_RHOST`); an empty host is local.
+    pub fn remote(host: &str) -> Origin {
+        use sha2::{Digest, Sha256};
+        if host.is_empty() {
+            return Origin::LOCAL;
+        }
+        let digest = Sha256::new()
+            .chain_update(b"twofold origin\0")
+            .chain_update(host.as_bytes())
+            .finalize();
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&digest[..8]);
+        // Never 0, which is LOCAL.
+        Origin(u64::from_le_bytes(word) | 1)
+    }
+}
+
+/// One failed code: when, and from where.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub at: u64,
+    pub origin: Origin,
+}
+
+/// One origin's lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OriginLock {
+    pub origin: Origin,
+    pub until: u64,
+}
 
 /// The mutable login state of one user.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
     /// The newest TOTP time step accepted; codes at or before it are refused.
     pub last_step: u64,
-    /// Unix times of recent failed codes, oldest first.
-    pub failures: Vec<u64>,
-    /// Unix time until which the second factor is locked; 0 when not locked.
+    /// Recent failed codes, oldest first.
+    pub failures: Vec<Failure>,
+    /// Unix time until which the second factor is locked for every origin; 0 when not locked.
     pub locked_until: u64,
+    /// Origins locked on their own (at most `ORIGINS_BEFORE_GLOBAL_LOCK - 1`).
+    pub origin_locks: Vec<OriginLock>,
     /// Bit i set: backup code i of the set identified by `codes_binding` is spent.
     pub spent_codes: u64,
     /// Which backup-code set `spent_codes` refers to (`BackupCodes::binding`).
@@ -23,6 +69,26 @@ pub struct State {
 }
 
 impl State {
+    /// Until when logins from `origin` are locked, if they are at `now`.
+    pub fn locked_for(&self, origin: Origin, now: u64) -> Option<u64> {
+        let own = self
+            .origin_locks
+            .iter()
+            .filter(|l| l.origin == origin)
+            .map(|l| l.until);
+        std::iter::once(self.locked_until)
+            .chain(own)
+            .filter(|&until| until > now)
+            .max()
+    }
+
+    /// Forgets every failure and lock (an unlock, a new enrollment).
+    pub fn clear_throttle(&mut self) {
+        self.failures.clear();
+        self.locked_until = 0;
+        self.origin_locks.clear();
+    }
+
     /// Whether backup code `index` of the set `binding` is spent. Marks for another set count as
     /// unspent: they belong to codes that were replaced.
     pub fn is_code_spent(&self, binding: u64, index: usize) -> bool {

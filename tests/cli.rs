@@ -20,7 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use twofold_core::backup::{BackupCodes, Candidate};
 use twofold_core::config::RecordsTemplate;
 use twofold_core::record::{Record, UserThrottle};
-use twofold_core::state::State;
+use twofold_core::state::{Failure, Origin, State};
 use twofold_core::store::Store;
 use twofold_core::totp::{Algorithm, Digits, Secret, TotpKey};
 use twofold_core::user::UserName;
@@ -94,7 +94,7 @@ fn enroll_with_secret_and_code_saves_the_key_and_shows_codes_once() {
     assert_eq!(
         sandbox.status_json(),
         format!(
-            r#"{{"user":"{}","totp":true,"backup_codes_left":{CODES},"locked_until":null,"keys":[]}}"#,
+            r#"{{"user":"{}","totp":true,"backup_codes_left":{CODES},"locked_until":null,"hosts_locked_until":[],"keys":[]}}"#,
             me()
         )
     );
@@ -420,7 +420,10 @@ fn unlock_clears_the_lock_shown_by_status() {
     sandbox
         .store()
         .update(&sandbox.user(), |_, state: &mut State| {
-            state.failures = vec![now()];
+            state.failures = vec![Failure {
+                at: now(),
+                origin: Origin::LOCAL,
+            }];
             state.locked_until = until;
         })
         .unwrap()
@@ -428,7 +431,7 @@ fn unlock_clears_the_lock_shown_by_status() {
     assert_eq!(
         sandbox.status_json(),
         format!(
-            r#"{{"user":"{}","totp":true,"backup_codes_left":{CODES},"locked_until":{until},"keys":[]}}"#,
+            r#"{{"user":"{}","totp":true,"backup_codes_left":{CODES},"locked_until":{until},"hosts_locked_until":[],"keys":[]}}"#,
             me()
         )
     );
@@ -508,7 +511,7 @@ fn google_authenticator_file_is_imported_with_its_limits_and_scratch_codes() {
     assert_eq!(
         sandbox.status_json(),
         format!(
-            r#"{{"user":"{}","totp":true,"backup_codes_left":2,"locked_until":null,"keys":[]}}"#,
+            r#"{{"user":"{}","totp":true,"backup_codes_left":2,"locked_until":null,"hosts_locked_until":[],"keys":[]}}"#,
             me()
         )
     );
@@ -1279,7 +1282,7 @@ fn is_root() -> bool {
 
 fn not_enrolled_json() -> String {
     format!(
-        r#"{{"user":"{}","totp":false,"backup_codes_left":0,"locked_until":null,"keys":[]}}"#,
+        r#"{{"user":"{}","totp":false,"backup_codes_left":0,"locked_until":null,"hosts_locked_until":[],"keys":[]}}"#,
         me()
     )
 }

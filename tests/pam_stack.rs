@@ -9,6 +9,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 
 use twofold_core::backup;
 use twofold_core::enroll::Pending;
+use twofold_core::state::Origin;
 use twofold_core::store::Store;
 use twofold_core::totp::Secret;
 
@@ -206,6 +207,38 @@ fn too_many_wrong_codes_lock_the_second_factor() {
         "a locked attempt is a failure too"
     );
     // A backup code does not get around the lock either.
+    host.login("alice", &[&alice.codes[0]])
+        .assert_rc(PAM_MAXTRIES);
+    assert!(host
+        .state("alice")
+        .locked_for(Origin::LOCAL, now())
+        .is_some());
+}
+
+#[test]
+fn a_stranger_guessing_from_one_host_locks_that_host_not_the_user() {
+    let host = Host::new("[throttle]\nmax_failures = 3\nlock_secs = 120\n");
+    let alice = host.enroll("alice");
+    for _ in 0..3 {
+        host.login_from("203.0.113.9", "alice", &[&alice.wrong_code(2)])
+            .assert_rc(PAM_AUTH_ERR)
+            .assert_only_prompt(CODE_PROMPT);
+    }
+    host.login_from("203.0.113.9", "alice", &[&alice.code(0)])
+        .assert_rc(PAM_MAXTRIES);
+    // Alice, from her own address, still gets in; the stranger's host stays locked.
+    host.login_from("198.51.100.7", "alice", &[&alice.code(0)])
+        .assert_rc(PAM_SUCCESS);
+    host.login_from("203.0.113.9", "alice", &[&alice.codes[0]])
+        .assert_rc(PAM_MAXTRIES);
+    assert_eq!(host.state("alice").locked_until, 0);
+    // Three such hosts lock the second factor for everyone: guesses stay bounded.
+    for stranger in ["192.0.2.1", "192.0.2.2"] {
+        for _ in 0..3 {
+            host.login_from(stranger, "alice", &[&alice.wrong_code(2)])
+                .assert_rc(PAM_AUTH_ERR);
+        }
+    }
     host.login("alice", &[&alice.codes[0]])
         .assert_rc(PAM_MAXTRIES);
     assert!(host.state("alice").locked_until > now());
@@ -938,9 +971,9 @@ fn the_password_given_again_as_the_code_is_refused_but_not_counted() {
     host.login_via("password-conv", &user, &["pw", "pw"])
         .assert_rc(PAM_AUTH_ERR);
     assert!(host.state(&user).failures.is_empty());
-    assert_eq!(host.state(&user).locked_until, 0);
+    assert!(host.state(&user).locked_for(Origin::LOCAL, now()).is_none());
     // A different answer is a code like any other, and counts.
     host.login_via("password-conv", &user, &["pw", &enrolled.wrong_code(2)])
         .assert_rc(PAM_AUTH_ERR);
-    assert!(host.state(&user).locked_until > 0);
+    assert!(host.state(&user).locked_for(Origin::LOCAL, now()).is_some());
 }

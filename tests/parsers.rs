@@ -19,7 +19,9 @@ use proptest::test_runner::TestCaseError;
 use twofold_core::backup::{BackupCodes, Candidate};
 use twofold_core::config::{Config, ConfigError, ModuleArgs};
 use twofold_core::record::{Record, RecordError, UserThrottle, MAX_RECORD_BYTES};
-use twofold_core::state::{State, MAX_FAILURES};
+use twofold_core::state::{
+    Failure, Origin, OriginLock, State, MAX_FAILURES, ORIGINS_BEFORE_GLOBAL_LOCK,
+};
 use twofold_core::totp::{Algorithm, Digits, Secret, TotpKey};
 use twofold_core::user::UserName;
 use twofold_host::state_file::{self, Slotted, StateError, FILE_SIZE, SLOT_SIZE};
@@ -626,18 +628,34 @@ fn record() -> impl Strategy<Value = Record> {
 }
 
 fn state() -> impl Strategy<Value = Slotted> {
-    (any::<[u64; 6]>(), vec(any::<u64>(), 0..=MAX_FAILURES + 5)).prop_map(|(words, failures)| {
-        Slotted {
+    (
+        any::<[u64; 6]>(),
+        vec(any::<(u64, u64)>(), 0..=MAX_FAILURES + 5),
+        vec(any::<(u64, u64)>(), 0..ORIGINS_BEFORE_GLOBAL_LOCK),
+    )
+        .prop_map(|(words, failures, locks)| Slotted {
             generation: words[0],
             state: State {
                 last_step: words[1],
-                failures,
+                failures: failures
+                    .into_iter()
+                    .map(|(at, origin)| Failure {
+                        at,
+                        origin: Origin(origin),
+                    })
+                    .collect(),
                 locked_until: words[2],
+                origin_locks: locks
+                    .into_iter()
+                    .map(|(origin, until)| OriginLock {
+                        origin: Origin(origin),
+                        until,
+                    })
+                    .collect(),
                 spent_codes: words[3],
                 codes_binding: words[4],
             },
-        }
-    })
+        })
 }
 
 /// `state` as read back: only the newest `MAX_FAILURES` failures are kept.

@@ -84,8 +84,9 @@ fn ssh_login_of_a_throttled_user_is_denied_with_the_lock_message() {
         login.assert_denied();
         assert!(login.asked_for_code(), "{login:#?}");
     }
+    // sshd names the client's address (PAM_RHOST): the lock is that address's.
     assert!(
-        host.twofold.status(&user)["locked_until"].is_u64(),
+        host.twofold.status(&user)["hosts_locked_until"][0].is_u64(),
         "two failures lock: {}",
         host.twofold.status(&user)
     );
@@ -391,7 +392,10 @@ fn ssh_password_authentication_of_an_enrolled_user_is_denied_but_not_counted() {
     let host = SshHost::start("sshpwenr", twofold, PASSWORD);
     let user = TestUser::create("sshpe");
     host.twofold.enroll(&user);
-    let unlocked = |host: &SshHost| host.twofold.status(&user)["locked_until"].is_null();
+    let unlocked = |host: &SshHost| {
+        let status = host.twofold.status(&user);
+        status["locked_until"].is_null() && status["hosts_locked_until"] == serde_json::json!([])
+    };
     assert!(unlocked(&host));
 
     // Even with nullok and enroll_on_login the module asks for the code, and sshd answers with

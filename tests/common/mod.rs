@@ -42,6 +42,7 @@ pub const PAM_IGNORE: i32 = 25;
 pub const PAM_SILENT: i32 = 0x8000;
 
 pub const PAM_FAIL_DELAY: c_int = 10;
+pub const PAM_RHOST: c_int = 4;
 pub const PAM_PROMPT_ECHO_OFF: c_int = 1;
 pub const PAM_PROMPT_ECHO_ON: c_int = 2;
 pub const PAM_ERROR_MSG: c_int = 3;
@@ -217,6 +218,14 @@ impl Session {
             script,
             last_rc: PAM_SUCCESS,
         }
+    }
+
+    /// Sets `PAM_RHOST`, as sshd does for a remote login.
+    pub fn set_rhost(&mut self, rhost: &str) {
+        let rhost = CString::new(rhost).unwrap();
+        // SAFETY: the handle is live; libpam copies the string item.
+        let rc = unsafe { pam_set_item(self.handle, PAM_RHOST, rhost.as_ptr().cast()) };
+        assert_eq!(rc, PAM_SUCCESS, "pam_set_item(PAM_RHOST)");
     }
 
     /// `pam_authenticate(flags)`.
@@ -564,6 +573,14 @@ impl Host {
     /// Logs `user` in through the service `twofold`.
     pub fn login(&self, user: &str, answers: &[&str]) -> Login {
         login(&self.confdir, "twofold", user, answers)
+    }
+
+    /// Logs `user` in from the remote host `rhost` (`PAM_RHOST`).
+    pub fn login_from(&self, rhost: &str, user: &str, answers: &[&str]) -> Login {
+        let mut session = Session::start(&self.confdir, "twofold", user, answers);
+        session.set_rhost(rhost);
+        session.authenticate(0);
+        session.finish()
     }
 
     /// Logs `user` in through the service `service`.

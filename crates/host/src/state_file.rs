@@ -9,7 +9,9 @@
 
 use sha2::{Digest, Sha256};
 
-use twofold_core::state::{State, MAX_FAILURES};
+use twofold_core::state::{
+    Failure, Origin, OriginLock, State, MAX_FAILURES, ORIGINS_BEFORE_GLOBAL_LOCK,
+};
 
 /// Bytes per slot; the file is two slots.
 pub const SLOT_SIZE: usize = 512;
@@ -73,7 +75,14 @@ impl Slotted {
         let kept = &state.failures[state.failures.len().saturating_sub(MAX_FAILURES)..];
         put(&(kept.len() as u64).to_le_bytes());
         for failure in kept {
-            put(&failure.to_le_bytes());
+            put(&failure.at.to_le_bytes());
+            put(&failure.origin.0.to_le_bytes());
+        }
+        let locks = &state.origin_locks[..state.origin_locks.len().min(MAX_ORIGIN_LOCKS)];
+        put(&(locks.len() as u64).to_le_bytes());
+        for lock in locks {
+            put(&lock.origin.0.to_le_bytes());
+            put(&lock.until.to_le_bytes());
         }
         let digest = Sha256::digest(&slot[..at]);
         slot[CHECKSUM_AT..].copy_from_slice(&digest);
@@ -113,9 +122,14 @@ fn claimed_generation(slot: &[u8]) -> u64 {
 /// A slot is valid when its magic is right, the checksum covers its payload (which says its own
 /// length), and everything between payload and checksum is zero, as written.
 fn decode_slot(slot: &[u8]) -> Option<Slotted> {
-    if slot.len() != SLOT_SIZE || &slot[..MAGIC.len()] != MAGIC {
+    if slot.len() != SLOT_SIZE {
         return None;
     }
+    let legacy = match &slot[..MAGIC.len()] {
+        m if m == MAGIC => false,
+        m if m == LEGACY_MAGIC => true,
+        _ => return None,
+    };
     let word = |i: usize| {
         let at = MAGIC.len() + 8 * i;
         let mut bytes = [0u8; 8];
@@ -125,7 +139,22 @@ fn decode_slot(slot: &[u8]) -> Option<Slotted> {
     let count = usize::try_from(word(5))
         .ok()
         .filter(|&n| n <= MAX_FAILURES)?;
-    let end = MAGIC.len() + 8 * (6 + count);
+    // twofold1 kept one word per failure (its time, all local) and no origin locks.
+    let per_failure = if legacy { 1 } else { 2 };
+    let locks_at = 6 + per_failure * count;
+    let lock_count = if legacy {
+        0
+    } else {
+        usize::try_from(word(locks_at))
+            .ok()
+            .filter(|&n| n <= MAX_ORIGIN_LOCKS)?
+    };
+    let words = if legacy {
+        locks_at
+    } else {
+        locks_at + 1 + 2 * lock_count
+    };
+    let end = MAGIC.len() + 8 * words;
     if slot[end..CHECKSUM_AT].iter().any(|&b| b != 0) {
         return None;
     }
@@ -133,6 +162,24 @@ fn decode_slot(slot: &[u8]) -> Option<Slotted> {
     if digest.as_slice() != &slot[CHECKSUM_AT..] {
         return None;
     }
+    let failures = (0..count)
+        .map(|i| match legacy {
+            true => Failure {
+                at: word(6 + i),
+                origin: Origin::LOCAL,
+            },
+            false => Failure {
+                at: word(6 + 2 * i),
+                origin: Origin(word(7 + 2 * i)),
+            },
+        })
+        .collect();
+    let origin_locks = (0..lock_count)
+        .map(|i| OriginLock {
+            origin: Origin(word(locks_at + 1 + 2 * i)),
+            until: word(locks_at + 2 + 2 * i),
+        })
+        .collect();
     Some(Slotted {
         generation: word(0),
         state: State {
@@ -140,12 +187,17 @@ fn decode_slot(slot: &[u8]) -> Option<Slotted> {
             locked_until: word(2),
             spent_codes: word(3),
             codes_binding: word(4),
-            failures: (0..count).map(|i| word(6 + i)).collect(),
+            failures,
+            origin_locks,
         },
     })
 }
 
-const MAGIC: &[u8; 8] = b"twofold1";
+/// Since origins were counted: failures are (time, origin) pairs, then the origin locks.
+const MAGIC: &[u8; 8] = b"twofold2";
+/// The first layout, still read: failures as bare times, no origin locks.
+const LEGACY_MAGIC: &[u8; 8] = b"twofold1";
+const MAX_ORIGIN_LOCKS: usize = ORIGINS_BEFORE_GLOBAL_LOCK - 1;
 const CHECKSUM_AT: usize = SLOT_SIZE - 32;
 
 #[cfg(test)]
@@ -157,11 +209,22 @@ mod tests {
             generation: 7,
             state: State {
                 last_step: 59_093_131,
-                failures: vec![1, 2, 3],
+                failures: vec![failure(1, 0), failure(2, 7), failure(3, 0)],
                 locked_until: 99,
+                origin_locks: vec![OriginLock {
+                    origin: Origin(7),
+                    until: 1_000,
+                }],
                 spent_codes: 0b101,
                 codes_binding: 42,
             },
+        }
+    }
+
+    fn failure(at: u64, origin: u64) -> Failure {
+        Failure {
+            at,
+            origin: Origin(origin),
         }
     }
 
@@ -227,8 +290,32 @@ mod tests {
     #[test]
     fn only_the_newest_failures_are_kept() {
         let mut state = sample();
-        state.state.failures = (0..30).collect();
+        state.state.failures = (0..30).map(|at| failure(at, at % 3)).collect();
         let decoded = decode(&file_with(&[&state])).unwrap();
-        assert_eq!(decoded.state.failures, (10..30).collect::<Vec<_>>());
+        assert_eq!(decoded.state.failures, state.state.failures[10..]);
+    }
+
+    #[test]
+    fn a_first_layout_file_is_read_with_its_failures_as_local() {
+        // twofold1: magic, generation, last step, lock, spent, binding, count, then bare times.
+        let mut slot = [0u8; SLOT_SIZE];
+        let words: [u64; 8] = [3, 59_093_131, 99, 0b101, 42, 2, 10, 11];
+        slot[..8].copy_from_slice(LEGACY_MAGIC);
+        for (i, w) in words.iter().enumerate() {
+            slot[8 + 8 * i..16 + 8 * i].copy_from_slice(&w.to_le_bytes());
+        }
+        let end = 8 + 8 * words.len();
+        let digest = Sha256::digest(&slot[..end]);
+        slot[CHECKSUM_AT..].copy_from_slice(&digest);
+        let mut file = vec![0u8; FILE_SIZE];
+        file[SLOT_SIZE..].copy_from_slice(&slot);
+        let decoded = decode(&file).unwrap();
+        assert_eq!(decoded.generation, 3);
+        assert_eq!(decoded.state.locked_until, 99);
+        assert_eq!(decoded.state.failures, [failure(10, 0), failure(11, 0)]);
+        assert!(decoded.state.origin_locks.is_empty());
+        // The next write uses the new layout, which reads back the same.
+        let next = decoded.next(decoded.state.clone());
+        assert_eq!(decode(&file_with(&[&decoded, &next])).unwrap(), next);
     }
 }

@@ -15,6 +15,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use twofold_core::config::ModuleArgs;
 use twofold_core::login::{self, LoginPolicy, Outcome};
 use twofold_core::prompt::Prompter;
+use twofold_core::state::Origin;
 use twofold_core::text::LogLine;
 use twofold_core::user::UserName;
 use twofold_host::config_file;
@@ -217,6 +218,7 @@ fn authenticate(handle: &Handle, flags: c_int, args: &[String]) -> c_int {
         nullok: config.nullok || args.nullok,
         forward_pass: args.forward_pass,
         enroll_on_login: (enroll_on_login && !silent).then_some(&config),
+        origin: Origin::remote(rhost.as_deref().unwrap_or("")),
     };
     let store = FileStore::new(config.records.clone());
     if args.debug {

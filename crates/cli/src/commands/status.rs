@@ -10,13 +10,20 @@ use crate::support::Failure;
 pub(crate) fn status(store: &FileStore, user: &UserName, json: bool) -> Result<(), Failure> {
     let loaded = store.load(user)?;
     let now = SystemClock.now();
-    let (totp, left, locked_until) = match &loaded {
+    let (totp, left, locked_until, hosts_locked) = match &loaded {
         Some((record, state)) => (
             record.totp.as_ref(),
             state.codes_left(record.backup_codes.binding(), record.backup_codes.len()),
             (state.locked_until > now).then_some(state.locked_until),
+            // Origins locked on their own (a host, or the console), by when each lock ends.
+            state
+                .origin_locks
+                .iter()
+                .filter(|l| l.until > now)
+                .map(|l| l.until)
+                .collect::<Vec<u64>>(),
         ),
-        None => (None, 0, None),
+        None => (None, 0, None, Vec::new()),
     };
     if json {
         let value = serde_json::json!({
@@ -24,6 +31,7 @@ pub(crate) fn status(store: &FileStore, user: &UserName, json: bool) -> Result<(
             "totp": totp.is_some(),
             "backup_codes_left": left,
             "locked_until": locked_until,
+            "hosts_locked_until": hosts_locked,
             "keys": [],
         });
         println!("{value}");
@@ -47,6 +55,14 @@ pub(crate) fn status(store: &FileStore, user: &UserName, json: bool) -> Result<(
                 "locked: yes, for {} more min (twofold unlock --user {user})",
                 (until - now).div_ceil(60)
             ),
+            None if !hosts_locked.is_empty() => {
+                println!(
+                "locked: for {} login origin(s) (a host, or the console) that failed too often, \
+                 for up to {} more min (twofold unlock --user {user})",
+                hosts_locked.len(),
+                hosts_locked.iter().max().map_or(0, |u| (u - now).div_ceil(60))
+            )
+            }
             None => println!("locked: no"),
         }
     }
