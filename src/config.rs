@@ -27,6 +27,9 @@ pub struct Config {
     pub issuer: Option<String>,
     /// Where each user's record lives.
     pub records: RecordsTemplate,
+    /// With home records: the root-owned directory that lists who has enrolled, so that a home
+    /// that is not mounted is told apart from a user who never enrolled.
+    pub home_index: PathBuf,
     /// Unenrolled users skip the module (`PAM_IGNORE`) instead of failing. Weakens security.
     pub nullok: bool,
     /// Unenrolled users who passed the password step enroll during the login.
@@ -248,6 +251,23 @@ impl RecordsTemplate {
         }
     }
 
+    /// For central templates, the directory every record lies under: the path up to the first
+    /// part that names the user. Its store marker says that this directory is the real store.
+    pub fn fixed_directory(&self) -> Option<PathBuf> {
+        if self.location() != RecordsLocation::Central {
+            return None;
+        }
+        let mut dir = PathBuf::from("/");
+        let parts: Vec<&str> = self.template.split('/').filter(|p| !p.is_empty()).collect();
+        for part in &parts[..parts.len().saturating_sub(1)] {
+            if part.contains("{user}") {
+                break;
+            }
+            dir.push(part);
+        }
+        Some(dir)
+    }
+
     /// The template as written in the config.
     pub fn as_str(&self) -> &str {
         &self.template
@@ -313,6 +333,8 @@ struct RawConfig {
     issuer: Option<String>,
     #[serde(deserialize_with = "records")]
     records: RecordsTemplate,
+    #[serde(deserialize_with = "home_index")]
+    home_index: PathBuf,
     nullok: bool,
     enroll_on_login: bool,
     totp: RawTotp,
@@ -356,6 +378,7 @@ impl Default for RawConfig {
             records: RecordsTemplate {
                 template: DEFAULT_RECORDS.into(),
             },
+            home_index: PathBuf::from(DEFAULT_HOME_INDEX),
             nullok: false,
             enroll_on_login: false,
             totp: RawTotp::default(),
@@ -397,6 +420,7 @@ impl From<RawConfig> for Config {
         Config {
             issuer: raw.issuer,
             records: raw.records,
+            home_index: raw.home_index,
             nullok: raw.nullok,
             enroll_on_login: raw.enroll_on_login,
             totp: TotpPolicy {
@@ -434,6 +458,16 @@ fn issuer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
 fn records<'de, D: Deserializer<'de>>(d: D) -> Result<RecordsTemplate, D::Error> {
     let template = String::deserialize(d)?;
     RecordsTemplate::parse(&template).map_err(|why| D::Error::custom(format!("records: {why}")))
+}
+
+fn home_index<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    let path = String::deserialize(d)?;
+    if !path.starts_with('/') || path.contains('\0') || path.split('/').any(|part| part == "..") {
+        return Err(D::Error::custom(
+            "home_index: must be an absolute path without `..`",
+        ));
+    }
+    Ok(PathBuf::from(path))
 }
 
 fn ranged<'de, D: Deserializer<'de>>(d: D, key: &str, min: i64, max: i64) -> Result<i64, D::Error> {
@@ -482,6 +516,7 @@ fn lock_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 /// code that fits an 80-column terminal.
 const MAX_ISSUER_BYTES: usize = 32;
 const DEFAULT_RECORDS: &str = "/var/lib/twofold/{user}.toml";
+const DEFAULT_HOME_INDEX: &str = "/var/lib/twofold/homes";
 
 #[cfg(test)]
 mod tests {
@@ -558,6 +593,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("SHA1"), "{err}");
+    }
+
+    #[test]
+    fn the_fixed_directory_stops_before_the_user() {
+        let fixed = |t: &str| RecordsTemplate::parse(t).unwrap().fixed_directory();
+        assert_eq!(
+            fixed("/var/lib/twofold/{user}.toml"),
+            Some("/var/lib/twofold".into())
+        );
+        assert_eq!(
+            fixed("/srv/2fa/{user}/record.toml"),
+            Some("/srv/2fa".into())
+        );
+        assert_eq!(fixed("/srv/u-{user}/record.toml"), Some("/srv".into()));
+        assert_eq!(fixed("~/.config/twofold.toml"), None);
+    }
+
+    #[test]
+    fn home_index_must_be_absolute() {
+        assert_eq!(
+            parse("").unwrap().home_index,
+            PathBuf::from("/var/lib/twofold/homes")
+        );
+        assert_eq!(
+            parse("home_index = \"/srv/idx\"\n").unwrap().home_index,
+            PathBuf::from("/srv/idx")
+        );
+        for bad in ["idx", "/srv/../etc"] {
+            let err = parse(&format!("home_index = \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("home_index: must be an absolute path"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub enum StoreError {
     NoAccount(UserName),
     /// A file or directory is a link, has the wrong owner or is open to others.
     Unsafe { path: PathBuf, why: String },
+    /// A record is missing, and nothing confirms that the place looked in is the real store (an
+    /// unmounted home or records filesystem would look the same as "not enrolled").
+    Unconfirmed { path: PathBuf, why: String },
 }
 
 impl fmt::Display for StoreError {
@@ -81,6 +84,13 @@ impl fmt::Display for StoreError {
                 write!(f, "{}: malformed record: {cause}", path.display())
             }
             StoreError::BadState { path, why } => write!(f, "{}: {why}", path.display()),
+            StoreError::Unconfirmed { path, why } => {
+                write!(
+                    f,
+                    "{}: not confirmed as the records store: {why}",
+                    path.display()
+                )
+            }
             StoreError::NoAccount(user) => {
                 write!(
                     f,

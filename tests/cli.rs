@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use twofold_core::backup::{BackupCodes, Candidate};
-use twofold_core::config::RecordsTemplate;
+use twofold_core::config::{Config, RecordsTemplate};
 use twofold_core::record::{Record, UserThrottle};
 use twofold_core::state::{Failure, Origin, State};
 use twofold_core::store::Store;
@@ -26,6 +26,7 @@ use twofold_core::totp::{Algorithm, Digits, Secret, TotpKey};
 use twofold_core::user::UserName;
 use twofold_host::FileStore;
 use twofold_tests::codes::{self, unix_now as now};
+use twofold_tests::files::STORE_MARKER;
 
 const SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 const OTHER_SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
@@ -1082,6 +1083,8 @@ impl Sandbox {
         fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
         let rec = dir.join("rec");
         fs::DirBuilder::new().mode(0o700).create(&rec).unwrap();
+        // What the package writes at install: this directory is the real store.
+        twofold_tests::files::write_file(&rec.join(STORE_MARKER), b"", 0o600);
         let config = dir.join("config.toml");
         let text = format!(
             "issuer = \"{issuer}\"\nrecords = \"{}/{{user}}.toml\"\n[backup_codes]\ncount = {CODES}\n{extra_config}",
@@ -1142,7 +1145,10 @@ impl Sandbox {
 
     fn store(&self) -> FileStore {
         let template = format!("{}/{{user}}.toml", self.rec.display());
-        FileStore::new(RecordsTemplate::parse(&template).unwrap())
+        FileStore::new(&Config {
+            records: RecordsTemplate::parse(&template).unwrap(),
+            ..Config::default()
+        })
     }
 
     fn record(&self) -> Record {
@@ -1163,10 +1169,12 @@ impl Sandbox {
     }
 
     /// The names in the records directory, sorted.
+    /// The files in the records directory, but for the store marker (which stays).
     fn record_files(&self) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(&self.rec)
             .unwrap()
             .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name != STORE_MARKER)
             .collect();
         names.sort();
         names

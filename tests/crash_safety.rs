@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use twofold_core::backup::BackupCodes;
-use twofold_core::config::RecordsTemplate;
+use twofold_core::config::{Config, RecordsTemplate};
 use twofold_core::record::Record;
 use twofold_core::state::State;
 use twofold_core::store::Store;
@@ -20,6 +20,7 @@ use twofold_host::state_file::{self, Slotted, SLOT_SIZE};
 use twofold_host::FileStore;
 
 use common::*;
+use twofold_tests::files::STORE_MARKER;
 
 /// The test that acts as the writer in a re-exec'd process.
 const WORKER: &str = "writer_worker";
@@ -34,7 +35,10 @@ fn writer_worker() {
     };
     assert_eq!(role, "writer");
     let template = std::env::var("TWOFOLD_RECORDS").expect("TWOFOLD_RECORDS");
-    let store = FileStore::new(RecordsTemplate::parse(&template).unwrap());
+    let store = FileStore::new(&Config {
+        records: RecordsTemplate::parse(&template).unwrap(),
+        ..Config::default()
+    });
     let user = user_name(&std::env::var("TWOFOLD_USER").expect("TWOFOLD_USER"));
     let seed = std::env::var("TWOFOLD_WRITER_SEED").expect("TWOFOLD_WRITER_SEED");
     let mut rng = Rng::new(seed.parse().unwrap());
@@ -178,12 +182,13 @@ fn files_survive_a_writer_killed_at_random_moments() {
 
 const KILLS: usize = 200;
 
-/// The records directory holds the record, the state and, after a kill during a record
-/// replacement, nothing but the replacement's temp files.
+/// The records directory holds the store marker, the record, the state and, after a kill during
+/// a record replacement, nothing but the replacement's temp files.
 fn assert_only_expected_files(records: &Path) {
     for entry in fs::read_dir(records).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
-        let expected = name == "alice.toml"
+        let expected = name == STORE_MARKER
+            || name == "alice.toml"
             || name == "alice.state"
             || (name.starts_with(".alice.toml.") && name.ends_with(".tmp"));
         assert!(expected, "unexpected file {name}");

@@ -42,6 +42,9 @@ trap cleanup EXIT
 id "$user" >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin "$user"
 echo "$user:$password" | chpasswd
 install -d -m 0700 "$work/records"
+# The store marker, as the package writes it: without it the module takes the empty directory
+# for a store that is not mounted and refuses to enroll anyone.
+install -m 0600 /dev/null "$work/records/.twofold-store"
 cat >"$work/config.toml" <<CONF
 issuer = "twofold-demo"
 enroll_on_login = true

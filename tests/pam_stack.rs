@@ -14,6 +14,7 @@ use twofold_core::store::Store;
 use twofold_core::totp::Secret;
 
 use common::*;
+use twofold_tests::files::STORE_MARKER;
 
 #[test]
 fn pam_constants_match_the_linux_pam_header() {
@@ -656,27 +657,29 @@ fn home_template_records_work_for_the_current_user() {
         .unwrap()
         .to_string();
     let host = Host::new("");
-    host.write_config(&format!("records = \"~/{dir_name}/twofold.toml\"\n"));
+    let index = host.home_records(&format!("~/{dir_name}/twofold.toml"), "");
     let user = account.name.as_str();
 
     // Not enrolled yet: prompted and refused.
     host.login(user, &["123456"]).assert_rc(PAM_AUTH_ERR);
 
-    let store = twofold_host::FileStore::new(
-        twofold_core::config::RecordsTemplate::parse(&format!("~/{dir_name}/twofold.toml"))
-            .unwrap(),
-    );
-    let enrolled = enroll_in(&store, user);
+    let enrolled = enroll_in(&host.store(), user);
+    // The enrollment listed the user in the home index (this test owns its index, as root
+    // owns the real one).
+    assert!(index.join(user).is_file(), "listed in {}", index.display());
     let record = records.path().join("twofold.toml");
     assert!(
         record.is_file(),
         "the record is in the home: {}",
         record.display()
     );
+    // A user who enrolled themselves (the CLI cannot write root's index) is listed at login.
+    fs::remove_file(index.join(user)).unwrap();
     settle_step(30, 3);
     host.login(user, &[&enrolled.code(0)])
         .assert_rc(PAM_SUCCESS)
         .assert_only_prompt(CODE_PROMPT);
+    assert!(index.join(user).is_file(), "listed again at login");
     host.login(user, &[&enrolled.code(0)])
         .assert_rc(PAM_AUTH_ERR);
     assert!(records.path().join("twofold.state").is_file());
@@ -694,7 +697,7 @@ fn unknown_user_with_home_records_looks_like_an_unenrolled_account() {
     let account = twofold_host::passwd::by_uid(euid).unwrap().unwrap();
     let host = Host::new("");
     // A record nobody has, in the home itself, which exists for the current user.
-    host.write_config("records = \"~/.twofold-test-never-created.toml\"\n");
+    host.home_records("~/.twofold-test-never-created.toml", "");
     let real = host.login(account.name.as_str(), &["123456"]);
     let unknown = host.login("twofold-no-such-user", &["123456"]);
     assert_eq!(
@@ -722,7 +725,7 @@ fn with_nullok_a_name_that_is_no_account_is_skipped_like_an_unenrolled_one() {
     // them differently from an unenrolled account would tell who has an account. An error from
     // the passwd lookup itself (NSS down) is not "unknown": it fails closed.
     let host = Host::new("");
-    host.write_config("records = \"~/.twofold-test-never-created.toml\"\n");
+    host.home_records("~/.twofold-test-never-created.toml", "");
     host.service_lines("ignored", &ignore_probe(&host, "nullok"));
     let login = host.login_via("ignored", "twofold-no-such-user", &[]);
     login.assert_rc(PAM_SUCCESS);
@@ -976,4 +979,62 @@ fn the_password_given_again_as_the_code_is_refused_but_not_counted() {
     host.login_via("password-conv", &user, &["pw", &enrolled.wrong_code(2)])
         .assert_rc(PAM_AUTH_ERR);
     assert!(host.state(&user).locked_for(Origin::LOCAL, now()).is_some());
+}
+
+// ---- An unmounted store must not read as "not enrolled": a missing record counts as such only
+// ---- in a store the marker (central) or the home index confirms.
+
+#[test]
+fn with_nullok_an_unconfirmed_central_store_refuses_instead_of_skipping() {
+    let host = Host::new("");
+    host.service_lines("ignored", &ignore_probe(&host, "nullok"));
+    host.login_via("ignored", "nobody-enrolled", &[])
+        .assert_rc(PAM_SUCCESS);
+    // The records filesystem did not mount: an empty directory, without the marker.
+    fs::remove_file(host.records.join(STORE_MARKER)).unwrap();
+    for name in ["nobody-enrolled", "twofold-no-such-user"] {
+        let login = host.login_via("ignored", name, &[]);
+        login.assert_rc(PAM_AUTHINFO_UNAVAIL);
+        assert!(login.prompts().is_empty(), "{login:#?}");
+    }
+    // An enrollment writes the marker with the first record; skipping works again.
+    host.enroll("alice");
+    assert!(host.records.join(STORE_MARKER).is_file());
+    host.login_via("ignored", "nobody-enrolled", &[])
+        .assert_rc(PAM_SUCCESS);
+}
+
+#[test]
+fn enrollment_at_login_into_an_unconfirmed_store_is_refused_and_writes_nothing() {
+    let host = Host::new("enroll_on_login = true\n");
+    fs::remove_file(host.records.join(STORE_MARKER)).unwrap();
+    let user = me();
+    let login = host.login(&user, &[CODE_FOR_SHOWN_KEY]);
+    login.assert_rc(PAM_AUTHINFO_UNAVAIL);
+    assert!(login.prompts().is_empty(), "no key is offered: {login:#?}");
+    assert_eq!(fs::read_dir(&host.records).unwrap().count(), 0);
+}
+
+#[test]
+fn with_nullok_a_listed_home_user_without_a_record_is_refused() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let account = twofold_host::passwd::by_uid(euid).unwrap().unwrap();
+    let user = account.name.as_str();
+    let host = Host::new("");
+    let index = host.home_records("~/.twofold-test-never-created.toml", "");
+    host.service_lines("ignored", &ignore_probe(&host, "nullok"));
+    host.login_via("ignored", user, &[]).assert_rc(PAM_SUCCESS);
+    // Listed as enrolled (at an enrollment or a login), and no record: the home is not mounted.
+    write_file(&index.join(user), b"", 0o600);
+    let login = host.login_via("ignored", user, &[]);
+    login.assert_rc(PAM_AUTHINFO_UNAVAIL);
+    assert!(login.prompts().is_empty(), "{login:#?}");
+    // Without the index's marker nothing is confirmed, for accounts and strangers alike.
+    fs::remove_file(index.join(user)).unwrap();
+    fs::remove_file(index.join(STORE_MARKER)).unwrap();
+    for name in [user, "twofold-no-such-user"] {
+        host.login_via("ignored", name, &[])
+            .assert_rc(PAM_AUTHINFO_UNAVAIL);
+    }
 }

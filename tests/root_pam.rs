@@ -13,7 +13,7 @@ use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 
 use twofold_core::backup::{BackupCodes, Cost};
-use twofold_core::config::RecordsTemplate;
+use twofold_core::config::Config;
 use twofold_core::record::Record;
 use twofold_core::store::Store;
 use twofold_core::totp::Secret;
@@ -368,7 +368,6 @@ struct Host {
     // Field order is drop order: the service file goes before the directory it points into.
     service: Service,
     config: PathBuf,
-    records: String,
     dir: TempDir,
 }
 
@@ -376,7 +375,7 @@ impl Host {
     /// Records in a root-owned directory.
     fn central(tag: &str, stack: &[&str]) -> Host {
         let dir = TempDir::new(tag);
-        let rec = dir.subdir("rec");
+        let rec = dir.store("rec");
         Host::with_records(dir, &format!("{}/{{user}}.toml", rec.display()), tag, stack)
     }
 
@@ -386,9 +385,14 @@ impl Host {
     }
 
     fn with_records(dir: TempDir, records: &str, tag: &str, stack: &[&str]) -> Host {
+        let index = dir.store("homes");
         let config = dir.write(
             "config.toml",
-            format!("issuer = \"twofold-root-test\"\nrecords = \"{records}\"\n[backup_codes]\ncount = 3\n"),
+            format!(
+                "issuer = \"twofold-root-test\"\nrecords = \"{records}\"\nhome_index = \"{}\"\n\
+                 [backup_codes]\ncount = 3\n",
+                index.display()
+            ),
         );
         let lines: Vec<String> = stack
             .iter()
@@ -399,9 +403,13 @@ impl Host {
         Host {
             service,
             config,
-            records: records.to_string(),
             dir,
         }
+    }
+
+    /// The config the module reads.
+    fn config(&self) -> Config {
+        Config::parse(&self.config, &fs::read_to_string(&self.config).unwrap()).unwrap()
     }
 
     /// Saves a random key and `codes` backup codes (cheap hashes) for `user` through the library,
@@ -423,7 +431,7 @@ impl Host {
             throttle: None,
             backup_codes: new.hashed,
         };
-        let store = FileStore::new(RecordsTemplate::parse(&self.records).unwrap());
+        let store = FileStore::new(&self.config());
         store
             .replace(&user.user_name(), |_, _| {
                 Ok::<_, ()>((Some(record.clone()), ()))

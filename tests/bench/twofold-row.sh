@@ -7,6 +7,7 @@ users_file=$1 dir=$2
 root=$(cd "$(dirname "$0")/../.." && pwd)
 rm -rf "$dir"
 install -d -m 0700 "$dir" "$dir/rec"
+install -m 0600 /dev/null "$dir/rec/.twofold-store"
 printf 'issuer = "pambench"\nrecords = "%s/rec/{user}.toml"\n[backup_codes]\ncount = 5\n' "$dir" >"$dir/config.toml"
 chmod 0600 "$dir/config.toml"
 

@@ -14,7 +14,6 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::raw::{c_char, c_int, c_uint, c_void};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -484,9 +483,7 @@ impl Host {
     /// (tables such as `[totp]` go there).
     pub fn new(extra: &str) -> Host {
         let dir = TempDir::new("host");
-        let records = dir.path().join("records");
-        fs::create_dir(&records).unwrap();
-        fs::set_permissions(&records, fs::Permissions::from_mode(0o700)).unwrap();
+        let records = dir.store("records");
         let confdir = dir.path().join("pam.d");
         fs::create_dir(&confdir).unwrap();
         let config = dir.path().join("config.toml");
@@ -547,13 +544,32 @@ impl Host {
         *self.config_text.borrow_mut() = text.to_string();
     }
 
+    /// Puts records under each home (`template` starts with `~/`), with a home index of this
+    /// host's own, created as the package would: a private directory holding the store marker.
+    pub fn home_records(&self, template: &str, extra: &str) -> PathBuf {
+        let index = self.home_index();
+        if !index.exists() {
+            self.dir.store("homes");
+        }
+        self.write_config(&format!(
+            "records = \"{template}\"\nhome_index = \"{}\"\n{extra}",
+            index.display()
+        ));
+        index
+    }
+
+    /// Where `home_records` keeps this host's home index.
+    pub fn home_index(&self) -> PathBuf {
+        self.dir.path().join("homes")
+    }
+
     /// The config the module reads, parsed by the library.
     pub fn config(&self) -> twofold_core::config::Config {
         twofold_core::config::Config::parse(&self.config, &self.config_text.borrow()).unwrap()
     }
 
     pub fn store(&self) -> FileStore {
-        FileStore::new(self.config().records)
+        FileStore::new(&self.config())
     }
 
     pub fn record_path(&self, user: &str) -> PathBuf {

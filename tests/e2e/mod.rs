@@ -36,7 +36,7 @@ impl Twofold {
     /// after the `[backup_codes]` table (three codes, so enrolling stays cheap).
     pub fn new(tag: &str, top: &str, tables: &str) -> Twofold {
         let dir = TempDir::new(tag);
-        let records = dir.subdir("rec");
+        let records = dir.store("rec");
         let config = dir.write(
             "config.toml",
             format!(

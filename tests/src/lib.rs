@@ -96,7 +96,19 @@ pub mod files {
             fs::DirBuilder::new().mode(0o700).create(&path).unwrap();
             path
         }
+
+        /// Makes a records directory (or home index) confirmed as the package confirms the
+        /// real one: mode 0700, holding the store marker.
+        pub fn store(&self, name: &str) -> PathBuf {
+            let path = self.subdir(name);
+            write_file(&path.join(STORE_MARKER), b"", 0o600);
+            path
+        }
     }
+
+    /// The store marker's documented name (spelled out, so that a rename in the code is
+    /// caught).
+    pub const STORE_MARKER: &str = ".twofold-store";
 
     impl Drop for TempDir {
         fn drop(&mut self) {

@@ -72,6 +72,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         source: ImportSource,
     },
+    /// Mark the records store as the real one (the package does this at install): writes
+    /// `.twofold-store` in the central records directory, or creates the home index. Until then
+    /// the module refuses users without a record rather than take an empty or unmounted store
+    /// for "not enrolled".
+    ConfirmStore,
     /// Validate the config, the records directory, and the PAM stacks that use the module.
     Check {
         /// Where the PAM service files are.

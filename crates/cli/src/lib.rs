@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 use twofold_core::totp::Secret;
 use twofold_host::{config_file, FileStore};
 
-use commands::{codes, disable, enroll, import as import_command, status, unlock};
+use commands::{codes, confirm_store, disable, enroll, import as import_command, status, unlock};
 use flags::{Cli, CodesAction, Command, ImportSource};
 use support::{ask_line, target_user, Failure};
 
@@ -45,7 +45,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         return pam_users(pam_dir, *skip_profile);
     }
     let config = config_file::load(&cli.config)?;
-    let store = FileStore::new(config.records.clone());
+    let store = FileStore::for_admin(&config);
     match cli.command {
         Command::Enroll {
             user,
@@ -103,6 +103,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let user = target_user(user.as_deref())?;
             import_command::import_google_authenticator(&config, &store, &user, &file, force)
         }
+        Command::ConfirmStore => confirm_store::confirm_store(&store),
         Command::Check { pam_dir } => check::check(&cli.config, &config, &pam_dir),
         Command::PamUsers {
             pam_dir,

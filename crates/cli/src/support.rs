@@ -198,6 +198,14 @@ pub(crate) fn audit(user: &UserName, action: &str) {
     syslog::line("twofold", Level::Notice, line.as_str());
 }
 
+pub(crate) fn audit_store(marker: &Path) {
+    let line = LogLine::new()
+        .text("action", "confirmed the records store")
+        .text("marker", &marker.display().to_string())
+        .token("by_uid", &sys::getuid().to_string());
+    syslog::line("twofold", Level::Notice, line.as_str());
+}
+
 /// An enrollment error, with the flag that overrides it where there is one.
 pub(crate) fn enroll_failure(e: EnrollError) -> Failure {
     match e {

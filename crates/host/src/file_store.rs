@@ -16,7 +16,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use twofold_core::config::{RecordsLocation, RecordsTemplate};
+use twofold_core::config::{Config, RecordsLocation, RecordsTemplate};
 use twofold_core::record::{Record, MAX_RECORD_BYTES};
 use twofold_core::state::State;
 use twofold_core::store::{Accounts, Store, StoreError};
@@ -24,12 +24,17 @@ use twofold_core::user::{Account, UserName};
 
 use crate::passwd;
 use crate::state_file::{self, Slotted, FILE_SIZE};
+use crate::store_marker::Anchor;
 use crate::sys;
 
 /// Records in files, one record and one state file per user.
 #[derive(Clone, Debug)]
 pub struct FileStore {
     template: RecordsTemplate,
+    /// What confirms that a missing record means "not enrolled" (see `store_marker`).
+    anchor: Anchor,
+    /// Whether `load` insists on that confirmation (the module does; see `for_admin`).
+    confirms_absence: bool,
     /// The last record parsed, by file identity: a login reads the record before the prompt and
     /// again under the lock, and parsing it twice would cost more than the rest of the check.
     parsed: RefCell<Option<(FileId, Record)>>,
@@ -50,11 +55,55 @@ struct FileId {
 }
 
 impl FileStore {
-    pub fn new(template: RecordsTemplate) -> FileStore {
+    pub fn new(config: &Config) -> FileStore {
         FileStore {
-            template,
+            template: config.records.clone(),
+            anchor: Anchor::for_config(config),
+            confirms_absence: true,
             parsed: RefCell::new(None),
             placed: RefCell::new(None),
+        }
+    }
+
+    /// The store as the CLI uses it: a missing record reads as "not enrolled" even where the
+    /// store is unconfirmed, since an enrollment is what confirms it, and a user running the CLI
+    /// cannot read root's index anyway. `twofold check` reports an unconfirmed store.
+    pub fn for_admin(config: &Config) -> FileStore {
+        FileStore {
+            confirms_absence: false,
+            ..FileStore::new(config)
+        }
+    }
+
+    /// What confirms this store.
+    pub fn anchor(&self) -> &Anchor {
+        &self.anchor
+    }
+
+    /// Whether the home index lists `user` as enrolled.
+    pub fn lists(&self, user: &UserName) -> Result<bool, StoreError> {
+        let name = match self.place(user)? {
+            Some(Place {
+                owner: Some(account),
+                ..
+            }) => account.name,
+            _ => return Ok(false),
+        };
+        Ok(self.anchor.lists(&name))
+    }
+
+    /// Errs unless a missing record at `place` (`None`: a name that is no account) really means
+    /// "not enrolled". The home index keys users by the account's own name.
+    fn confirm_absence(&self, place: Option<&Place>, user: &UserName) -> Result<(), StoreError> {
+        if !self.confirms_absence {
+            return Ok(());
+        }
+        match place {
+            Some(place) => {
+                let name = place.owner.as_ref().map_or(user, |a| &a.name);
+                self.anchor.confirm_absence(name, &place.record)
+            }
+            None => self.anchor.confirm_store(),
         }
     }
 
@@ -119,20 +168,31 @@ impl Accounts for FileStore {
 impl Store for FileStore {
     fn load(&self, user: &UserName) -> Result<Option<(Record, State)>, StoreError> {
         let Some(place) = self.place(user)? else {
+            // No account, so not enrolled; but an unconfirmed store answers for everyone alike,
+            // or the refusal would tell who has an account.
+            self.confirm_absence(None, user)?;
             return Ok(None);
         };
-        let _identity = Identity::assume(place.owner.as_ref())?;
-        if !place.check_directory()? {
-            return Ok(None);
+        let found = {
+            let _identity = Identity::assume(place.owner.as_ref())?;
+            match place.check_directory()? {
+                true => place.read_record(&self.parsed)?,
+                false => None,
+            }
+            .map(|record| -> Result<_, StoreError> {
+                let state = match place.open(&place.state, OpenMode::Read)? {
+                    Some(file) => place.read_state(&file)?.state,
+                    None => State::default(),
+                };
+                Ok((record, state))
+            })
+            .transpose()?
+        };
+        // With root's file identity again: the marker and the home index are root's.
+        if found.is_none() {
+            self.confirm_absence(Some(&place), user)?;
         }
-        let Some(record) = place.read_record(&self.parsed)? else {
-            return Ok(None);
-        };
-        let state = match place.open(&place.state, OpenMode::Read)? {
-            Some(file) => place.read_state(&file)?.state,
-            None => State::default(),
-        };
-        Ok(Some((record, state)))
+        Ok(found)
     }
 
     fn update<T>(
@@ -143,7 +203,7 @@ impl Store for FileStore {
         let Some(place) = self.place(user)? else {
             return Ok(None);
         };
-        let _identity = Identity::assume(place.owner.as_ref())?;
+        let identity = Identity::assume(place.owner.as_ref())?;
         if !place.check_directory()? {
             return Ok(None);
         }
@@ -166,6 +226,14 @@ impl Store for FileStore {
         if state != before.state {
             place.write_state(&lock, &before.next(state))?;
         }
+        drop(identity);
+        // A login found a home record: list it, so that an unmounted home is never read as
+        // "not enrolled" (self-enrollments are listed here, as only root may write the index).
+        // Best effort: the decision is made and durable, and `twofold check` reports an index
+        // that cannot be written.
+        if let Some(account) = &place.owner {
+            let _ = self.anchor.list(&account.name);
+        }
         Ok(Some(result))
     }
 
@@ -177,7 +245,7 @@ impl Store for FileStore {
         let place = self
             .place(user)?
             .ok_or_else(|| StoreError::NoAccount(user.clone()))?;
-        let _identity = Identity::assume(place.owner.as_ref())?;
+        let identity = Identity::assume(place.owner.as_ref())?;
         if !place.check_directory()? {
             let dir = place.record.parent().unwrap_or(Path::new("/"));
             return Err(StoreError::Io {
@@ -203,8 +271,14 @@ impl Store for FileStore {
                 return Ok(Err(e));
             }
         };
+        let enrolled = record.is_some();
         match record {
             Some(record) => {
+                // The marker goes with the first record (central records: `Central` holds no
+                // owner, so this runs with our own identity).
+                if place.owner.is_none() {
+                    self.anchor.mark()?;
+                }
                 place.remove_stale_temp_files()?;
                 // Three durable steps, so that a crash between any two is safe. The replay guard
                 // goes first: the code that confirmed a new key is spent even if we stop before
@@ -229,6 +303,15 @@ impl Store for FileStore {
                 remove_if_present(&place.record)?;
                 remove_if_present(&place.state)?;
                 sync_directory(&place.record)?;
+            }
+        }
+        // Still under the user's lock, so that a disable cannot unlist an enrollment that
+        // overtook it; with root's file identity, as the index is root's.
+        drop(identity);
+        if let Some(account) = &place.owner {
+            match enrolled {
+                true => self.anchor.list(&account.name)?,
+                false => self.anchor.unlist(&account.name)?,
             }
         }
         Ok(Ok(result))

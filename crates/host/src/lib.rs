@@ -10,6 +10,7 @@ pub mod config_file;
 pub mod file_store;
 pub mod passwd;
 pub mod state_file;
+pub mod store_marker;
 pub mod sys;
 pub mod syslog;
 

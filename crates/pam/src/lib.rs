@@ -220,7 +220,7 @@ fn authenticate(handle: &Handle, flags: c_int, args: &[String]) -> c_int {
         enroll_on_login: (enroll_on_login && !silent).then_some(&config),
         origin: Origin::remote(rhost.as_deref().unwrap_or("")),
     };
-    let store = FileStore::new(config.records.clone());
+    let store = FileStore::new(&config);
     if args.debug {
         syslog::line(
             IDENT,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use twofold_core::config::{Config, ModuleArgs, RecordsLocation};
 use twofold_core::store::Store;
 use twofold_core::user::UserName;
+use twofold_host::store_marker::Anchor;
 use twofold_host::{config_file, file_store, FileStore};
 
 use crate::pam_files;
@@ -45,6 +46,7 @@ pub(crate) fn check(path: &Path, config: &Config, pam_dir: &Path) -> Result<(), 
         }
     );
     let mut problems = check_pam_stacks(pam_dir, path, config);
+    problems += check_store_confirmed(config);
     if config.records.location() == RecordsLocation::Central {
         let sample = config.records.path_for("user", None).unwrap_or_default();
         let dir = sample.parent().unwrap_or(Path::new("/"));
@@ -151,6 +153,26 @@ fn check_pam_stacks(dir: &Path, main_config: &Path, config: &Config) -> usize {
     problems
 }
 
+/// Whether the module can tell a user without a record from an unmounted store (see
+/// `store_marker`): without the marker or the home index it refuses every such user.
+fn check_store_confirmed(config: &Config) -> usize {
+    let anchor = Anchor::for_config(config);
+    match anchor.problem() {
+        None => {
+            println!("{}: ok (the store is confirmed)", anchor.marker().display());
+            0
+        }
+        Some(why) => {
+            println!(
+                "store not confirmed: {why}; the module refuses every user without a record \
+                 (PAM_AUTHINFO_UNAVAIL) until root runs `twofold confirm-store` with the store \
+                 mounted"
+            );
+            1
+        }
+    }
+}
+
 /// Loads every record in a central directory, returning how many have defects.
 fn check_records(config: &Config, dir: &Path) -> usize {
     let template = config.records.as_str();
@@ -160,7 +182,7 @@ fn check_records(config: &Config, dir: &Path) -> usize {
     let (prefix, suffix) = name_pattern
         .split_once("{user}")
         .unwrap_or((name_pattern, ""));
-    let store = FileStore::new(config.records.clone());
+    let store = FileStore::for_admin(config);
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

@@ -1,6 +1,7 @@
 //! One file per command.
 
 pub mod codes;
+pub mod confirm_store;
 pub mod disable;
 pub mod enroll;
 pub mod import;
