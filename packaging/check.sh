@@ -151,6 +151,9 @@ diff -u "$work/files.expected" "$work/files" || fail "the package's file list is
 for path in "${deb_files[@]}"; do [ -f "$path" ] || fail "$path is not installed"; done
 mode_owner() { stat -c '%a %U:%G' "$1"; }
 [ "$(mode_owner "$records")" = "700 root:root" ] || fail "$records is $(mode_owner "$records"), expected 700 root:root"
+# postinst confirms the store, or the module would refuse every user without a record.
+[ "$(mode_owner "$records/.twofold-store")" = "600 root:root" ] ||
+  fail "postinst did not write the store marker $records/.twofold-store"
 [ "$(mode_owner /etc/twofold/config.toml)" = "644 root:root" ] ||
   fail "/etc/twofold/config.toml is $(mode_owner /etc/twofold/config.toml), expected 644 root:root"
 [ "$(mode_owner /usr/bin/twofold)" = "755 root:root" ] || fail "/usr/bin/twofold is $(mode_owner /usr/bin/twofold)"
@@ -383,7 +386,7 @@ done
 (cd "$records" && sha256sum --quiet -c "$work/records.sha256") || fail "the purge changed $user's records"
 if [ "$records_existed" = false ]; then
   left=$(cd "$records" && ls -A | sort | tr '\n' ' ')
-  [ "$left" = "$user.state $user.toml " ] || fail "$records holds more than the records after the purge: $left"
+  [ "$left" = ".twofold-store $user.state $user.toml " ] || fail "$records holds more than the records after the purge: $left"
 fi
 [ "$(mode_owner "$records")" = "700 root:root" ] || fail "$records is $(mode_owner "$records") after the purge"
 for saved in "$work"/pam.d/* "$work"/lib-pam/*; do
@@ -393,7 +396,7 @@ for saved in "$work"/pam.d/* "$work"/lib-pam/*; do
   esac
   cmp -s "$saved" "$live" || fail "$live is not what it was before the install"
 done
-echo "purge: only $records/$user.toml and $user.state are left, unchanged"
+echo "purge: only $records/$user.toml, $user.state and the store marker are left, unchanged"
 
 # ---------------------------------------------------------------------------------------------
 step "building the RPM (release build)"

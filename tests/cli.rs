@@ -757,6 +757,33 @@ fn check_passes_on_a_sound_setup_when_records_belong_to_root() {
 }
 
 #[test]
+fn check_reports_a_store_without_its_marker_and_an_enrollment_writes_it() {
+    let sandbox = Sandbox::new("");
+    let marker = sandbox.rec.join(STORE_MARKER);
+    sandbox.check();
+    fs::remove_file(&marker).unwrap();
+    let run = sandbox.check();
+    run.assert_failure_line("problem");
+    assert!(
+        run.stdout.contains("store not confirmed")
+            && run.stdout.contains("twofold confirm-store")
+            && run.stdout.contains(&marker.display().to_string()),
+        "{}",
+        run.stdout
+    );
+    // The CLI enrolls into it (an enrollment is what confirms a store) and writes the marker.
+    sandbox.enroll(SECRET);
+    assert!(marker.is_file());
+    assert!(!sandbox.check().stdout.contains("store not confirmed"));
+    // Only root may confirm a store.
+    if !is_root() {
+        sandbox
+            .twofold(&["confirm-store"])
+            .assert_failure_line("only root");
+    }
+}
+
+#[test]
 fn check_reviews_the_pam_stacks_that_use_the_module() {
     let sandbox = Sandbox::new("");
     let config = fs::read_to_string(&sandbox.config).unwrap();
