@@ -784,6 +784,41 @@ fn check_reports_a_store_without_its_marker_and_an_enrollment_writes_it() {
 }
 
 #[test]
+fn check_names_a_screen_locker_that_the_profile_reaches_with_central_records() {
+    let sandbox = Sandbox::new("");
+    let pam_dir = sandbox.dir.join("pam.d");
+    fs::create_dir_all(&pam_dir).unwrap();
+    // The pam-auth-update profile's common-auth, as Debian writes it, and a locker using it.
+    fs::write(
+        pam_dir.join("common-auth"),
+        format!(
+            "auth [success=1 default=ignore] pam_unix.so nullok\nauth requisite pam_deny.so\n\
+             auth required pam_permit.so\nauth required pam_twofold.so config={}\n",
+            sandbox.config.display()
+        ),
+    )
+    .unwrap();
+    fs::write(pam_dir.join("xscreensaver"), "@include common-auth\n").unwrap();
+    let run = sandbox.check();
+    let warning = run
+        .stdout
+        .lines()
+        .find(|l| {
+            l.contains("xscreensaver") && l.contains("warning: xscreensaver is a screen locker")
+        })
+        .unwrap_or_else(|| panic!("no warning for the locker: {}", run.stdout));
+    assert!(
+        warning.contains("cannot read root's central records"),
+        "{warning}"
+    );
+    assert!(
+        !run.stdout.contains("xscreensaver (via common-auth:4): ok"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
 fn check_reviews_the_pam_stacks_that_use_the_module() {
     let sandbox = Sandbox::new("");
     let config = fs::read_to_string(&sandbox.config).unwrap();

@@ -78,6 +78,23 @@ pub(crate) fn check(path: &Path, config: &Config, pam_dir: &Path) -> Result<(), 
     }
 }
 
+/// PAM services of screen lockers and other programs that check a password as the user, not
+/// as root: with central records, the module there can read no record.
+const SCREEN_LOCKERS: &[&str] = &[
+    "cinnamon-screensaver",
+    "gnome-screensaver",
+    "i3lock",
+    "kscreensaver",
+    "light-locker",
+    "mate-screensaver",
+    "physlock",
+    "swaylock",
+    "vlock",
+    "xfce4-screensaver",
+    "xlock",
+    "xscreensaver",
+];
+
 /// Reports every service file in `dir` that loads the module (directly or through an include),
 /// and what is risky about it.
 fn check_pam_stacks(dir: &Path, main_config: &Path, config: &Config) -> usize {
@@ -133,8 +150,18 @@ fn check_pam_stacks(dir: &Path, main_config: &Path, config: &Config) -> usize {
                 found.control,
                 found.args.join(" ")
             );
-            if found.findings.is_empty() {
+            let runs_as_user = config.records.location() == RecordsLocation::Central
+                && SCREEN_LOCKERS.contains(&service);
+            if found.findings.is_empty() && !runs_as_user {
                 println!("{place}: ok ({})", line.trim_end());
+            }
+            if runs_as_user {
+                println!(
+                    "{place}: warning: {service} is a screen locker, which runs as the user and \
+                     cannot read root's central records: it refuses every enrolled user. Give it \
+                     a stack without pam_twofold.so (it unlocks a session that already passed \
+                     the second factor)"
+                );
             }
             for (severity, finding) in &found.findings {
                 match severity {
