@@ -11,6 +11,7 @@ pub mod backup;
 pub mod clock;
 pub mod config;
 pub mod enroll;
+pub mod key_assertion;
 pub mod login;
 pub mod prompt;
 pub mod qr;

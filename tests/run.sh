@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # dpkg-buildpackage with debhelper, lintian, pam-auth-update (libpam-runtime) and rpmbuild.
 packages=(gcc libpam0g-dev libpam-modules libpam-runtime pamtester oathtool zbar-tools passwd
   openssh-server openssh-client sudo python3 python3-paramiko
-  build-essential debhelper lintian rpm git)
+  build-essential debhelper lintian rpm git openssl)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${packages[@]}"; do
