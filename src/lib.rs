@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backup;
+pub mod cbor;
 pub mod clock;
 pub mod config;
 pub mod enroll;
