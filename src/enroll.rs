@@ -164,6 +164,8 @@ impl Pending {
                     window: None,
                     throttle: None,
                     backup_codes: self.codes.hashed.clone(),
+                    // A new TOTP key leaves the security keys registered.
+                    keys: current.map(|r| r.keys.clone()).unwrap_or_default(),
                 };
                 Ok((Some(record), ()))
             })
@@ -441,6 +443,7 @@ pub fn import_key<S: Store>(
                 window: import.window,
                 throttle: import.throttle,
                 backup_codes: codes,
+                keys: current.map(|r| r.keys.clone()).unwrap_or_default(),
             };
             Ok((
                 Some(record),

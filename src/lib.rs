@@ -17,6 +17,7 @@ pub mod login;
 pub mod prompt;
 pub mod qr;
 pub mod record;
+pub mod security_key;
 pub mod state;
 pub mod store;
 pub mod text;

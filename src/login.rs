@@ -612,6 +612,7 @@ mod tests {
             window: None,
             throttle: None,
             backup_codes: codes.hashed,
+            keys: Vec::new(),
         };
         let store = MemoryStore::default();
         store

@@ -1,14 +1,17 @@
-//! The enrolled record of one user: the TOTP key, the backup-code hashes and per-user tightening
-//! of the host policy. It changes only when the user enrolls or an admin acts, never at login.
+//! The enrolled record of one user: the TOTP key, the backup-code hashes, the security keys and
+//! per-user tightening of the host policy. It changes only when the user enrolls, adds or removes
+//! a key, or an admin acts, never at login (key counters are state).
 //!
 //! Parsing turns hostile text into typed values or a precise error; it never panics.
 
 use std::fmt;
 
+use base64ct::{Base64UrlUnpadded, Encoding};
 use serde::{Deserialize, Serialize};
 
 use crate::backup::{BackupCodeError, BackupCodes};
 use crate::config::{self, line_of, one_line};
+use crate::security_key::{self, KeyError, KeyName, PublicKey, SecurityKey, MAX_KEYS};
 use crate::totp::{Algorithm, Digits, Secret, TotpKey};
 
 /// The only record format version this build reads and writes.
@@ -26,6 +29,8 @@ pub struct Record {
     /// Per-user failure limit, if tighter than the host's (kept from google-authenticator imports).
     pub throttle: Option<UserThrottle>,
     pub backup_codes: BackupCodes,
+    /// Registered security keys, in the order added.
+    pub keys: Vec<SecurityKey>,
 }
 
 /// A per-user failure limit: at most `max_failures` failed codes within `window_secs`.
@@ -56,8 +61,12 @@ pub enum RecordError {
     UnsupportedVersion(u32),
     /// The backup-code hashes are unusable.
     BackupCodes(BackupCodeError),
-    /// Neither a TOTP key nor backup codes: nothing to log in with.
+    /// Neither a TOTP key, backup codes nor a security key: nothing to log in with.
     Empty,
+    /// A security key entry is unusable, or two share a name or credential.
+    Key { index: usize, cause: KeyError },
+    /// Two keys share a name or a credential id, or there are too many.
+    Keys(String),
 }
 
 impl Record {
@@ -103,13 +112,21 @@ impl Record {
             }
             None => (None, None),
         };
+        let keys = raw
+            .keys
+            .into_iter()
+            .enumerate()
+            .map(|(index, key)| key.parse().map_err(|cause| RecordError::Key { index, cause }))
+            .collect::<Result<Vec<_>, _>>()?;
+        check_keys(&keys)?;
         let record = Record {
             totp,
             window,
             throttle: raw.throttle,
             backup_codes,
+            keys,
         };
-        if record.totp.is_none() && record.backup_codes.is_empty() {
+        if record.totp.is_none() && record.backup_codes.is_empty() && record.keys.is_empty() {
             return Err(RecordError::Empty);
         }
         Ok(record)
@@ -133,6 +150,7 @@ impl Record {
                 .into_iter()
                 .map(|hash| RawBackupCode { hash })
                 .collect(),
+            keys: self.keys.iter().map(RawKey::from).collect(),
         };
         // Serializing plain strings and integers into TOML cannot fail; an empty record is the
         // safe fallback should the serializer ever disagree.
@@ -166,7 +184,11 @@ impl fmt::Display for RecordError {
                 )
             }
             RecordError::BackupCodes(e) => e.fmt(f),
-            RecordError::Empty => f.write_str("neither a TOTP key nor backup codes"),
+            RecordError::Empty => {
+                f.write_str("neither a TOTP key, backup codes nor a security key")
+            }
+            RecordError::Key { index, cause } => write!(f, "key {}: {cause}", index + 1),
+            RecordError::Keys(why) => f.write_str(why),
         }
     }
 }
@@ -188,6 +210,92 @@ struct RawRecord {
     throttle: Option<UserThrottle>,
     #[serde(default)]
     backup_codes: Vec<RawBackupCode>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    keys: Vec<RawKey>,
+}
+
+/// A key as the record file keeps it: binary fields in unpadded base64url.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    name: String,
+    credential_id: String,
+    /// `es256` or `eddsa`.
+    algorithm: String,
+    /// The SEC1 point (es256) or the 32-byte key (eddsa).
+    public_key: String,
+    rp_id: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    user_verification: bool,
+    added: u64,
+}
+
+impl RawKey {
+    fn parse(self) -> Result<SecurityKey, KeyError> {
+        let bytes = |field: &str, text: &str| {
+            Base64UrlUnpadded::decode_vec(text)
+                .map_err(|_| KeyError::UnsupportedKey(format!("{field} is not base64url")))
+        };
+        let credential_id = bytes("credential_id", &self.credential_id)?;
+        security_key::check_credential_id(&credential_id)?;
+        let raw = bytes("public_key", &self.public_key)?;
+        let public_key = match self.algorithm.as_str() {
+            "es256" => PublicKey::es256(&raw)?,
+            "eddsa" => PublicKey::ed25519(&raw)?,
+            other => {
+                return Err(KeyError::UnsupportedKey(format!(
+                    "algorithm {other:?}; expected es256 or eddsa"
+                )))
+            }
+        };
+        security_key::check_rp_id(&self.rp_id)?;
+        Ok(SecurityKey {
+            name: KeyName::parse(&self.name)?,
+            credential_id,
+            public_key,
+            rp_id: self.rp_id,
+            user_verification: self.user_verification,
+            added: self.added,
+        })
+    }
+}
+
+impl From<&SecurityKey> for RawKey {
+    fn from(key: &SecurityKey) -> RawKey {
+        RawKey {
+            name: key.name.to_string(),
+            credential_id: Base64UrlUnpadded::encode_string(&key.credential_id),
+            algorithm: key.public_key.algorithm().to_string(),
+            public_key: Base64UrlUnpadded::encode_string(key.public_key.raw()),
+            rp_id: key.rp_id.clone(),
+            user_verification: key.user_verification,
+            added: key.added,
+        }
+    }
+}
+
+/// Names and credentials are unique per user, and there are at most `MAX_KEYS`.
+pub fn check_keys(keys: &[SecurityKey]) -> Result<(), RecordError> {
+    if keys.len() > MAX_KEYS {
+        return Err(RecordError::Keys(format!(
+            "{} keys; at most {MAX_KEYS}",
+            keys.len()
+        )));
+    }
+    for (i, key) in keys.iter().enumerate() {
+        for other in &keys[..i] {
+            if other.name == key.name {
+                return Err(RecordError::Keys(format!("two keys are named {}", key.name)));
+            }
+            if other.tag() == key.tag() {
+                return Err(RecordError::Keys(format!(
+                    "keys {} and {} have the same credential",
+                    other.name, key.name
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Serialize, Deserialize)]
@@ -241,7 +349,47 @@ mod tests {
             window: None,
             throttle: None,
             backup_codes: codes.hashed,
+            keys: vec![SecurityKey {
+                name: KeyName::parse("blue").unwrap(),
+                credential_id: vec![7; 40],
+                public_key: PublicKey::ed25519(&[
+                    0xd7, 0x5a, 0x98, 0x01, 0x82, 0xb1, 0x0a, 0xb7, 0xd5, 0x4b, 0xfe, 0xd3, 0xc9,
+                    0x64, 0x07, 0x3a, 0x0e, 0xe1, 0x72, 0xf3, 0xda, 0xa6, 0x23, 0x25, 0xaf, 0x02,
+                    0x1a, 0x68, 0xf7, 0x07, 0x51, 0x1a,
+                ])
+                .unwrap(),
+                rp_id: "pam://host".into(),
+                user_verification: true,
+                added: 1_700_000_000,
+            }],
         }
+    }
+
+    #[test]
+    fn key_defects_are_named() {
+        let mut record = sample();
+        record.keys.push(SecurityKey {
+            credential_id: vec![8; 40],
+            ..record.keys[0].clone()
+        });
+        let text = record.to_toml();
+        assert!(Record::parse(text.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("two keys are named blue"));
+        record.keys[1].name = KeyName::parse("green").unwrap();
+        record.keys[1].credential_id = vec![7; 40];
+        let text = record.to_toml();
+        assert!(Record::parse(text.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("same credential"));
+        let good = sample().to_toml();
+        let bad = good.replace("algorithm = \"eddsa\"", "algorithm = \"rs256\"");
+        assert!(Record::parse(bad.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("key 1: unsupported public key"));
     }
 
     #[test]

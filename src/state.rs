@@ -4,6 +4,8 @@
 //! How it is kept durable (the file store's two-slot file, a directory attribute) is the store's
 //! business: the core sees only the values.
 
+use crate::security_key::{CredentialTag, MAX_KEYS};
+
 /// The most failures kept (and so the highest `throttle.max_failures`).
 pub const MAX_FAILURES: usize = 20;
 /// Origins locked at once before the whole second factor locks; so the most origin locks kept is
@@ -66,6 +68,17 @@ pub struct State {
     pub spent_codes: u64,
     /// Which backup-code set `spent_codes` refers to (`BackupCodes::binding`).
     pub codes_binding: u64,
+    /// The last signature counter and time of use of each security key used so far.
+    pub key_uses: Vec<KeyUse>,
+}
+
+/// A security key's last use: the counter it signed with (a clone would have to repeat or go
+/// below it) and when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyUse {
+    pub credential: CredentialTag,
+    pub sign_count: u32,
+    pub last_used: u64,
 }
 
 impl State {
@@ -104,6 +117,34 @@ impl State {
         if index < 64 {
             self.spent_codes |= 1 << index;
         }
+    }
+
+    /// The last use of the key whose credential has `tag`, if it was used.
+    pub fn key_use(&self, tag: CredentialTag) -> Option<&KeyUse> {
+        self.key_uses.iter().find(|u| u.credential == tag)
+    }
+
+    /// Records that the key `tag` signed with `sign_count` at `now`. At most `MAX_KEYS` uses are
+    /// kept; the oldest goes first (a key removed from the record leaves its use behind until
+    /// then, which only matters if the very same credential is registered again).
+    pub fn record_key_use(&mut self, tag: CredentialTag, sign_count: u32, now: u64) {
+        self.key_uses.retain(|u| u.credential != tag);
+        if self.key_uses.len() >= MAX_KEYS {
+            if let Some(oldest) = (0..self.key_uses.len()).min_by_key(|&i| self.key_uses[i].last_used) {
+                self.key_uses.remove(oldest);
+            }
+        }
+        self.key_uses.push(KeyUse {
+            credential: tag,
+            sign_count,
+            last_used: now,
+        });
+    }
+
+    /// Forgets the uses of keys no longer in `keys` (after a removal).
+    pub fn keep_key_uses(&mut self, keys: &[crate::security_key::SecurityKey]) {
+        self.key_uses
+            .retain(|u| keys.iter().any(|k| k.tag() == u.credential));
     }
 
     /// How many of `total` codes of set `binding` are unspent.

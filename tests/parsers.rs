@@ -623,6 +623,7 @@ fn record() -> impl Strategy<Value = Record> {
                 window_secs,
             }),
             backup_codes: BackupCodes::from_phc(&phc).unwrap(),
+            keys: Vec::new(),
         }
     })
 }

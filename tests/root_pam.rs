@@ -430,6 +430,7 @@ impl Host {
             window: None,
             throttle: None,
             backup_codes: new.hashed,
+            keys: Vec::new(),
         };
         let store = FileStore::new(&self.config());
         store

@@ -629,6 +629,7 @@ pub fn enroll_in(store: &FileStore, user: &str) -> Enrolled {
         window: None,
         throttle: None,
         backup_codes: hashed,
+        keys: Vec::new(),
     };
     store
         .replace(&user_name(user), |_, _| {

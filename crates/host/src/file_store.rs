@@ -431,14 +431,23 @@ impl Place {
 
     /// Writes `state` into its generation's slot and makes it durable.
     fn write_state(&self, file: &File, state: &Slotted) -> Result<(), StoreError> {
-        let (offset, slot) = state.encode_slot();
         let io_err = |cause| StoreError::Io {
             path: self.state.clone(),
             action: "write",
             cause,
         };
+        let len = file.metadata().map_err(io_err)?.len();
+        // An old layout's file keeps its slots until the new one is durable behind them.
+        let upgraded;
+        let state = if state_file::needs_upgrade(len) {
+            upgraded = state.clone().for_upgrade();
+            &upgraded
+        } else {
+            state
+        };
+        let (offset, slot) = state.encode_slot();
         // A fresh file is extended to both slots at once, so its size is never in between.
-        if file.metadata().map_err(io_err)?.len() < FILE_SIZE as u64 {
+        if len < state_file::LEGACY_FILE_SIZE as u64 {
             let mut whole = [0u8; FILE_SIZE];
             whole[offset as usize..offset as usize + slot.len()].copy_from_slice(&slot);
             file.write_all_at(&whole, 0).map_err(io_err)?;

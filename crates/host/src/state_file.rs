@@ -1,5 +1,9 @@
 //! The file store's state file: two fixed-size slots.
 //!
+//! Layouts: `twofold3` (1 KiB slots, with security-key counters) is written; the 512-byte slots of
+//! `twofold2` and `twofold1` files are still read. The first write to an old file puts the new
+//! slot after the old ones, so a torn write there still leaves the old state readable.
+//!
 //! Each write goes to the slot not holding the newest state, stamped with the next generation and
 //! a SHA-256 checksum, and is made durable with `fdatasync`. A torn or lost write therefore leaves
 //! the older slot intact and valid: a reader sees the old state or the new one, never a mix, and a
@@ -9,14 +13,18 @@
 
 use sha2::{Digest, Sha256};
 
+use twofold_core::security_key::{CredentialTag, MAX_KEYS};
 use twofold_core::state::{
-    Failure, Origin, OriginLock, State, MAX_FAILURES, ORIGINS_BEFORE_GLOBAL_LOCK,
+    Failure, KeyUse, Origin, OriginLock, State, MAX_FAILURES, ORIGINS_BEFORE_GLOBAL_LOCK,
 };
 
 /// Bytes per slot; the file is two slots.
-pub const SLOT_SIZE: usize = 512;
+pub const SLOT_SIZE: usize = 1024;
 /// Bytes in a state file.
 pub const FILE_SIZE: usize = 2 * SLOT_SIZE;
+/// Slots of the `twofold1` and `twofold2` layouts, and so the size of their files.
+pub const LEGACY_SLOT_SIZE: usize = 512;
+pub const LEGACY_FILE_SIZE: usize = 2 * LEGACY_SLOT_SIZE;
 
 /// A state as read from its slot: the values and the slot's generation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -37,13 +45,30 @@ pub enum StateError {
 
 /// Decodes a state file's bytes. An empty file is a fresh state.
 pub fn decode(bytes: &[u8]) -> Result<Slotted, StateError> {
-    if bytes.is_empty() {
-        return Ok(Slotted::default());
+    match bytes.len() {
+        0 => Ok(Slotted::default()),
+        LEGACY_FILE_SIZE => decode_pair(bytes, LEGACY_SLOT_SIZE),
+        // Being moved to the new layout: the old slots first, then the new slot (maybe torn).
+        n if n > LEGACY_FILE_SIZE && n <= FILE_SIZE => {
+            let upgraded = match n {
+                FILE_SIZE => decode_pair(bytes, SLOT_SIZE).ok(),
+                _ => None,
+            };
+            upgraded
+                .map(Ok)
+                .unwrap_or_else(|| decode_pair(&bytes[..LEGACY_FILE_SIZE], LEGACY_SLOT_SIZE))
+        }
+        n => Err(StateError::BadSize(n as u64)),
     }
-    if bytes.len() != FILE_SIZE {
-        return Err(StateError::BadSize(bytes.len() as u64));
-    }
-    let (a, b) = bytes.split_at(SLOT_SIZE);
+}
+
+/// Whether a file of `len` bytes is an old layout's, which the next write moves to the new one.
+pub fn needs_upgrade(len: u64) -> bool {
+    len >= LEGACY_FILE_SIZE as u64 && len < FILE_SIZE as u64
+}
+
+fn decode_pair(bytes: &[u8], slot_size: usize) -> Result<Slotted, StateError> {
+    let (a, b) = bytes.split_at(slot_size);
     // Try the slot that claims the higher generation first: it is the current one unless its
     // write was torn, so one checksum is usually enough.
     let (first, second) = if claimed_generation(b) > claimed_generation(a) {
@@ -84,10 +109,26 @@ impl Slotted {
             put(&lock.origin.0.to_le_bytes());
             put(&lock.until.to_le_bytes());
         }
+        let uses = &state.key_uses[state.key_uses.len().saturating_sub(MAX_KEYS)..];
+        put(&(uses.len() as u64).to_le_bytes());
+        for key_use in uses {
+            put(&key_use.credential.0.to_le_bytes());
+            put(&u64::from(key_use.sign_count).to_le_bytes());
+            put(&key_use.last_used.to_le_bytes());
+        }
         let digest = Sha256::digest(&slot[..at]);
         slot[CHECKSUM_AT..].copy_from_slice(&digest);
         let offset = (self.generation % 2) * SLOT_SIZE as u64;
         (offset, slot)
+    }
+
+    /// The first write to an old layout's file goes to the second new slot, past the old slots, so
+    /// that the old state survives if it is torn: its generation is made odd.
+    pub fn for_upgrade(self) -> Slotted {
+        Slotted {
+            generation: self.generation | 1,
+            state: self.state,
+        }
     }
 
     /// `state` written as the next generation (so into the other slot).
@@ -119,84 +160,110 @@ fn claimed_generation(slot: &[u8]) -> u64 {
     u64::from_le_bytes(bytes)
 }
 
-/// A slot is valid when its magic is right, the checksum covers its payload (which says its own
-/// length), and everything between payload and checksum is zero, as written.
+/// A slot is valid when its magic is right for its size, the checksum covers its payload (which
+/// says its own length), and everything between payload and checksum is zero, as written.
 fn decode_slot(slot: &[u8]) -> Option<Slotted> {
-    if slot.len() != SLOT_SIZE {
-        return None;
-    }
-    let legacy = match &slot[..MAGIC.len()] {
-        m if m == MAGIC => false,
-        m if m == LEGACY_MAGIC => true,
+    let layout = match (&slot[..MAGIC.len()], slot.len()) {
+        (m, SLOT_SIZE) if m == MAGIC => Layout::Current,
+        (m, LEGACY_SLOT_SIZE) if m == ORIGINS_MAGIC => Layout::Origins,
+        (m, LEGACY_SLOT_SIZE) if m == FIRST_MAGIC => Layout::First,
         _ => return None,
     };
-    let word = |i: usize| {
+    let checksum_at = slot.len() - 32;
+    let word = |i: usize| -> Option<u64> {
         let at = MAGIC.len() + 8 * i;
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(&slot[at..at + 8]);
-        u64::from_le_bytes(bytes)
+        let bytes = slot.get(at..at + 8).filter(|_| at + 8 <= checksum_at)?;
+        Some(u64::from_le_bytes(bytes.try_into().ok()?))
     };
-    let count = usize::try_from(word(5))
+    let count = usize::try_from(word(5)?)
         .ok()
         .filter(|&n| n <= MAX_FAILURES)?;
     // twofold1 kept one word per failure (its time, all local) and no origin locks.
-    let per_failure = if legacy { 1 } else { 2 };
+    let per_failure = if layout == Layout::First { 1 } else { 2 };
     let locks_at = 6 + per_failure * count;
-    let lock_count = if legacy {
-        0
-    } else {
-        usize::try_from(word(locks_at))
+    let lock_count = match layout {
+        Layout::First => 0,
+        _ => usize::try_from(word(locks_at)?)
             .ok()
-            .filter(|&n| n <= MAX_ORIGIN_LOCKS)?
+            .filter(|&n| n <= MAX_ORIGIN_LOCKS)?,
     };
-    let words = if legacy {
-        locks_at
-    } else {
-        locks_at + 1 + 2 * lock_count
+    let uses_at = locks_at + 1 + 2 * lock_count;
+    let use_count = match layout {
+        Layout::Current => usize::try_from(word(uses_at)?)
+            .ok()
+            .filter(|&n| n <= MAX_KEYS)?,
+        _ => 0,
+    };
+    let words = match layout {
+        Layout::First => locks_at,
+        Layout::Origins => uses_at,
+        Layout::Current => uses_at + 1 + 3 * use_count,
     };
     let end = MAGIC.len() + 8 * words;
-    if slot[end..CHECKSUM_AT].iter().any(|&b| b != 0) {
+    if end > checksum_at || slot[end..checksum_at].iter().any(|&b| b != 0) {
         return None;
     }
     let digest = Sha256::digest(&slot[..end]);
-    if digest.as_slice() != &slot[CHECKSUM_AT..] {
+    if digest.as_slice() != &slot[checksum_at..] {
         return None;
     }
     let failures = (0..count)
-        .map(|i| match legacy {
-            true => Failure {
-                at: word(6 + i),
+        .map(|i| match layout {
+            Layout::First => Some(Failure {
+                at: word(6 + i)?,
                 origin: Origin::LOCAL,
-            },
-            false => Failure {
-                at: word(6 + 2 * i),
-                origin: Origin(word(7 + 2 * i)),
-            },
+            }),
+            _ => Some(Failure {
+                at: word(6 + 2 * i)?,
+                origin: Origin(word(7 + 2 * i)?),
+            }),
         })
-        .collect();
+        .collect::<Option<Vec<_>>>()?;
     let origin_locks = (0..lock_count)
-        .map(|i| OriginLock {
-            origin: Origin(word(locks_at + 1 + 2 * i)),
-            until: word(locks_at + 2 + 2 * i),
+        .map(|i| {
+            Some(OriginLock {
+                origin: Origin(word(locks_at + 1 + 2 * i)?),
+                until: word(locks_at + 2 + 2 * i)?,
+            })
         })
-        .collect();
+        .collect::<Option<Vec<_>>>()?;
+    let key_uses = (0..use_count)
+        .map(|i| {
+            let at = uses_at + 1 + 3 * i;
+            Some(KeyUse {
+                credential: CredentialTag(word(at)?),
+                sign_count: u32::try_from(word(at + 1)?).ok()?,
+                last_used: word(at + 2)?,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
     Some(Slotted {
-        generation: word(0),
+        generation: word(0)?,
         state: State {
-            last_step: word(1),
-            locked_until: word(2),
-            spent_codes: word(3),
-            codes_binding: word(4),
+            last_step: word(1)?,
+            locked_until: word(2)?,
+            spent_codes: word(3)?,
+            codes_binding: word(4)?,
             failures,
             origin_locks,
+            key_uses,
         },
     })
 }
 
-/// Since origins were counted: failures are (time, origin) pairs, then the origin locks.
-const MAGIC: &[u8; 8] = b"twofold2";
-/// The first layout, still read: failures as bare times, no origin locks.
-const LEGACY_MAGIC: &[u8; 8] = b"twofold1";
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// twofold1: failures as bare times, no origin locks.
+    First,
+    /// twofold2: failures with origins, then the origin locks.
+    Origins,
+    /// twofold3: as twofold2, then the security keys' counters, in 1 KiB slots.
+    Current,
+}
+
+const MAGIC: &[u8; 8] = b"twofold3";
+const ORIGINS_MAGIC: &[u8; 8] = b"twofold2";
+const FIRST_MAGIC: &[u8; 8] = b"twofold1";
 const MAX_ORIGIN_LOCKS: usize = ORIGINS_BEFORE_GLOBAL_LOCK - 1;
 const CHECKSUM_AT: usize = SLOT_SIZE - 32;
 
@@ -217,6 +284,11 @@ mod tests {
                 }],
                 spent_codes: 0b101,
                 codes_binding: 42,
+                key_uses: vec![KeyUse {
+                    credential: CredentialTag(0xfeed),
+                    sign_count: 17,
+                    last_used: 1_700_000_000,
+                }],
             },
         }
     }
@@ -295,27 +367,77 @@ mod tests {
         assert_eq!(decoded.state.failures, state.state.failures[10..]);
     }
 
-    #[test]
-    fn a_first_layout_file_is_read_with_its_failures_as_local() {
-        // twofold1: magic, generation, last step, lock, spent, binding, count, then bare times.
-        let mut slot = [0u8; SLOT_SIZE];
-        let words: [u64; 8] = [3, 59_093_131, 99, 0b101, 42, 2, 10, 11];
-        slot[..8].copy_from_slice(LEGACY_MAGIC);
+    /// An old layout's slot: magic, then `words`, zeros, and the checksum of what was written.
+    fn legacy_slot(magic: &[u8; 8], words: &[u64]) -> [u8; LEGACY_SLOT_SIZE] {
+        let mut slot = [0u8; LEGACY_SLOT_SIZE];
+        slot[..8].copy_from_slice(magic);
         for (i, w) in words.iter().enumerate() {
             slot[8 + 8 * i..16 + 8 * i].copy_from_slice(&w.to_le_bytes());
         }
         let end = 8 + 8 * words.len();
         let digest = Sha256::digest(&slot[..end]);
-        slot[CHECKSUM_AT..].copy_from_slice(&digest);
-        let mut file = vec![0u8; FILE_SIZE];
-        file[SLOT_SIZE..].copy_from_slice(&slot);
+        slot[LEGACY_SLOT_SIZE - 32..].copy_from_slice(&digest);
+        slot
+    }
+
+    #[test]
+    fn a_first_layout_file_is_read_with_its_failures_as_local() {
+        // twofold1: magic, generation, last step, lock, spent, binding, count, then bare times.
+        let slot = legacy_slot(FIRST_MAGIC, &[3, 59_093_131, 99, 0b101, 42, 2, 10, 11]);
+        let mut file = vec![0u8; LEGACY_FILE_SIZE];
+        file[LEGACY_SLOT_SIZE..].copy_from_slice(&slot);
         let decoded = decode(&file).unwrap();
         assert_eq!(decoded.generation, 3);
         assert_eq!(decoded.state.locked_until, 99);
         assert_eq!(decoded.state.failures, [failure(10, 0), failure(11, 0)]);
         assert!(decoded.state.origin_locks.is_empty());
-        // The next write uses the new layout, which reads back the same.
-        let next = decoded.next(decoded.state.clone());
-        assert_eq!(decode(&file_with(&[&decoded, &next])).unwrap(), next);
+    }
+
+    #[test]
+    fn an_origins_layout_file_is_read_and_upgraded_without_risking_it() {
+        // twofold2: ... count, (time, origin) pairs, lock count, (origin, until) pairs.
+        let slot = legacy_slot(ORIGINS_MAGIC, &[4, 59_093_131, 0, 0b1, 42, 1, 10, 7, 1, 7, 500]);
+        let mut file = vec![0u8; LEGACY_FILE_SIZE];
+        file[..LEGACY_SLOT_SIZE].copy_from_slice(&slot);
+        let decoded = decode(&file).unwrap();
+        assert_eq!(decoded.generation, 4);
+        assert_eq!(decoded.state.failures, [failure(10, 7)]);
+        assert_eq!(decoded.state.origin_locks.len(), 1);
+        assert!(needs_upgrade(file.len() as u64));
+        // The upgrade writes the new slot past the old ones (an odd generation).
+        let next = decoded.next(decoded.state.clone()).for_upgrade();
+        let (offset, new_slot) = next.encode_slot();
+        assert_eq!(offset, SLOT_SIZE as u64);
+        // Torn at any point (the file grown part way, or all the way with a partial slot), the
+        // old state is what is read.
+        for written in [1, 100, SLOT_SIZE - 1] {
+            let mut torn = file.clone();
+            torn.resize(SLOT_SIZE, 0);
+            torn.extend_from_slice(&new_slot[..written]);
+            assert_eq!(decode(&torn).unwrap(), decoded, "{written} bytes written");
+            torn.resize(FILE_SIZE, 0);
+            assert_eq!(decode(&torn).unwrap(), decoded, "{written} bytes, grown");
+        }
+        let mut upgraded = file.clone();
+        upgraded.resize(SLOT_SIZE, 0);
+        upgraded.extend_from_slice(&new_slot);
+        assert_eq!(decode(&upgraded).unwrap(), next);
+        assert!(!needs_upgrade(upgraded.len() as u64));
+        // The write after it overwrites the old slots with a new one.
+        let after = next.next(next.state.clone());
+        assert_eq!(after.encode_slot().0, 0);
+    }
+
+    #[test]
+    fn key_counters_round_trip_and_the_most_are_kept() {
+        let mut state = sample();
+        state.state.key_uses = (0..MAX_KEYS as u64)
+            .map(|i| KeyUse {
+                credential: CredentialTag(i),
+                sign_count: u32::MAX - i as u32,
+                last_used: i,
+            })
+            .collect();
+        assert_eq!(decode(&file_with(&[&state])).unwrap(), state);
     }
 }
