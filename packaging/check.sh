@@ -158,6 +158,8 @@ mode_owner() { stat -c '%a %U:%G' "$1"; }
   fail "/etc/twofold/config.toml is $(mode_owner /etc/twofold/config.toml), expected 644 root:root"
 [ "$(mode_owner /usr/bin/twofold)" = "755 root:root" ] || fail "/usr/bin/twofold is $(mode_owner /usr/bin/twofold)"
 [ "$(mode_owner "$module")" = "644 root:root" ] || fail "$module is $(mode_owner "$module")"
+# The packaged module has no test-only device path (the software security key's socket).
+if grep -q TWOFOLD_TEST_FIDO_SOCKET "$module"; then fail "$module contains the test-only key socket"; fi
 cmp -s conf/config.toml /etc/twofold/config.toml || fail "/etc/twofold/config.toml differs from conf/config.toml"
 dpkg-query -W -f='${Conffiles}\n' twofold | grep -q '^ /etc/twofold/config.toml ' ||
   fail "/etc/twofold/config.toml is not a conffile"

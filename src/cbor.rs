@@ -145,7 +145,12 @@ impl Value {
 
     /// A map with integer keys, as CTAP2 requests are built.
     pub fn int_map(entries: impl IntoIterator<Item = (i64, Value)>) -> Value {
-        Value::Map(entries.into_iter().map(|(k, v)| (Value::Int(k), v)).collect())
+        Value::Map(
+            entries
+                .into_iter()
+                .map(|(k, v)| (Value::Int(k), v))
+                .collect(),
+        )
     }
 
     /// A map with text keys.
@@ -376,10 +381,10 @@ mod tests {
         let refused = [
             ("", CborError::Truncated),
             ("18", CborError::Truncated),
-            ("5f", CborError::Unsupported),         // indefinite bytes
-            ("9f01ff", CborError::Unsupported),     // indefinite array
+            ("5f", CborError::Unsupported),     // indefinite bytes
+            ("9f01ff", CborError::Unsupported), // indefinite array
             ("c11a514b67b0", CborError::Unsupported), // a tag
-            ("f93c00", CborError::Unsupported),     // a half float
+            ("f93c00", CborError::Unsupported), // a half float
             ("1bffffffffffffffff", CborError::IntegerRange),
             ("62c328", CborError::BadText),
             ("0000", CborError::TrailingBytes),

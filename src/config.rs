@@ -40,6 +40,35 @@ pub struct Config {
     pub backup_codes: BackupCodePolicy,
     /// Failed-attempt limits.
     pub throttle: ThrottlePolicy,
+    /// Security keys.
+    pub fido2: Fido2Policy,
+}
+
+/// Security-key settings (`[fido2]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fido2Policy {
+    /// The relying party id new keys are made for; `None` means `pam://<hostname>` (pam_u2f's
+    /// default, filled in by the host). Each key keeps its own, so a rename never breaks a key.
+    pub rp_id: Option<String>,
+    /// The longest a login or `keys add` waits for a touch.
+    pub touch_timeout_secs: u32,
+    pub user_verification: UserVerification,
+    /// How many keys one user may register.
+    pub max_keys: u8,
+    /// Shown when the key asks for a touch.
+    pub cue: String,
+}
+
+/// Whether keys must verify the user (PIN or biometrics) as well as their presence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserVerification {
+    /// Presence only, unless the key was registered with `--pin`.
+    Discouraged,
+    /// Asked for where the key can (a PIN is set); keys registered so require it.
+    Preferred,
+    /// Every key must verify the user: registrations need a PIN, logins refuse assertions without UV.
+    Required,
 }
 
 /// TOTP settings: the first three apply to new enrollments, `window` to every login.
@@ -340,6 +369,33 @@ struct RawConfig {
     totp: RawTotp,
     backup_codes: RawBackupCodes,
     throttle: RawThrottle,
+    fido2: RawFido2,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawFido2 {
+    #[serde(deserialize_with = "rp_id")]
+    rp_id: Option<String>,
+    #[serde(deserialize_with = "touch_timeout")]
+    touch_timeout_secs: u32,
+    user_verification: UserVerification,
+    #[serde(deserialize_with = "max_keys")]
+    max_keys: u8,
+    #[serde(deserialize_with = "cue")]
+    cue: String,
+}
+
+impl Default for RawFido2 {
+    fn default() -> Self {
+        RawFido2 {
+            rp_id: None,
+            touch_timeout_secs: 15,
+            user_verification: UserVerification::Discouraged,
+            max_keys: 10,
+            cue: DEFAULT_CUE.into(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -384,6 +440,7 @@ impl Default for RawConfig {
             totp: RawTotp::default(),
             backup_codes: RawBackupCodes::default(),
             throttle: RawThrottle::default(),
+            fido2: RawFido2::default(),
         }
     }
 }
@@ -436,6 +493,13 @@ impl From<RawConfig> for Config {
                 max_failures: raw.throttle.max_failures,
                 window_secs: raw.throttle.window_secs,
                 lock_secs: raw.throttle.lock_secs,
+            },
+            fido2: Fido2Policy {
+                rp_id: raw.fido2.rp_id,
+                touch_timeout_secs: raw.fido2.touch_timeout_secs,
+                user_verification: raw.fido2.user_verification,
+                max_keys: raw.fido2.max_keys,
+                cue: raw.fido2.cue,
             },
         }
     }
@@ -511,6 +575,33 @@ pub(crate) fn throttle_window<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D:
 fn lock_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     ranged(d, "throttle.lock_secs", 1, 604_800).map(|v| v as u32)
 }
+
+fn rp_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let id = String::deserialize(d)?;
+    crate::security_key::check_rp_id(&id)
+        .map(|()| Some(id))
+        .map_err(|e| D::Error::custom(format!("fido2.{e}")))
+}
+
+fn touch_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    ranged(d, "fido2.touch_timeout_secs", 1, 120).map(|v| v as u32)
+}
+
+fn max_keys<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    ranged(d, "fido2.max_keys", 1, crate::security_key::MAX_KEYS as i64).map(|v| v as u8)
+}
+
+fn cue<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let cue = String::deserialize(d)?;
+    if cue.is_empty() || cue.len() > 200 || cue.chars().any(char::is_control) {
+        return Err(D::Error::custom(
+            "fido2.cue: expected 1 to 200 bytes without control characters",
+        ));
+    }
+    Ok(cue)
+}
+
+const DEFAULT_CUE: &str = "Touch your security key.";
 
 /// Keeps the otpauth URI (which carries the issuer twice, percent-encoded) small enough for a QR
 /// code that fits an 80-column terminal.

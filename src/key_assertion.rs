@@ -106,8 +106,8 @@ pub fn verify(
     signed.extend_from_slice(client_data_hash);
     match public_key {
         PublicKey::Es256(point) => {
-            let key = VerifyingKey::from_sec1_bytes(point)
-                .map_err(|_| AssertionError::BadPublicKey)?;
+            let key =
+                VerifyingKey::from_sec1_bytes(point).map_err(|_| AssertionError::BadPublicKey)?;
             let signature =
                 Signature::from_der(signature).map_err(|_| AssertionError::BadSignature)?;
             key.verify(&signed, &signature)
@@ -116,8 +116,8 @@ pub fn verify(
         PublicKey::EdDsa(key) => {
             let key = ed25519_dalek::VerifyingKey::from_bytes(key)
                 .map_err(|_| AssertionError::BadPublicKey)?;
-            let signature = <[u8; 64]>::try_from(signature)
-                .map_err(|_| AssertionError::BadSignature)?;
+            let signature =
+                <[u8; 64]>::try_from(signature).map_err(|_| AssertionError::BadSignature)?;
             // Strict: refuses small-order keys and non-canonical signatures, so one signature
             // cannot be bent into another that also verifies.
             key.verify_strict(&signed, &ed25519_dalek::Signature::from_bytes(&signature))

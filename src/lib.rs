@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod enroll;
 pub mod key_assertion;
+pub mod keys;
 pub mod login;
 pub mod prompt;
 pub mod qr;

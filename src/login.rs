@@ -12,8 +12,10 @@ use crate::backup::{Candidate, CandidateHash};
 use crate::clock::Clock;
 use crate::config::{Config, ThrottlePolicy};
 use crate::enroll::{self, AtLogin, EnrollError};
+use crate::key_assertion::{self, KeyRefusal};
 use crate::prompt::{PromptError, Prompter};
 use crate::record::Record;
+use crate::security_key::{KeyName, KeyToucher, TouchFailure};
 use crate::state::{Failure, Origin, OriginLock, State, MAX_FAILURES, ORIGINS_BEFORE_GLOBAL_LOCK};
 use crate::store::{Accounts, Store, StoreError};
 use crate::text::without_separators;
@@ -40,6 +42,12 @@ pub struct LoginPolicy<'a> {
     pub enroll_on_login: Option<&'a Config>,
     /// Where the login comes from: failures lock this origin first (see `count_failure`).
     pub origin: Origin,
+    /// The person is at this machine (no remote host), so a security key plugged in here is
+    /// theirs to touch. Over SSH the key is at the client: codes only.
+    pub console: bool,
+    /// Every key must verify the user (`fido2.user_verification = "required"`), not only those
+    /// registered with a PIN.
+    pub keys_require_uv: bool,
 }
 
 /// Which factor let the user in.
@@ -47,6 +55,7 @@ pub struct LoginPolicy<'a> {
 pub enum Factor {
     BackupCode,
     Totp,
+    SecurityKey,
 }
 
 /// How a login attempt ended. Its `Debug` never shows the password.
@@ -58,7 +67,18 @@ pub enum Outcome {
         codes_left: Option<usize>,
         /// The password part of a `forward_pass` answer.
         password: Option<Zeroizing<String>>,
+        /// The security key touched, for the log.
+        key: Option<KeyName>,
     },
+    /// A security key answered, and its assertion was refused (a clone, tampering, another
+    /// user's key): counted as a failure. `key` is the registered key it claimed to be.
+    KeyRefused {
+        key: Option<KeyName>,
+        why: KeyRefusal,
+    },
+    /// The user has only security keys, and none could be used here (remote login, no device,
+    /// no touch): fail closed.
+    KeyUnavailable(KeyUnusable),
     /// No valid factor: the answer was wrong, replayed, spent, or the user is not enrolled.
     Denied(Denial),
     /// Too many recent failures: the second factor is locked for this many more seconds.
@@ -75,6 +95,15 @@ pub enum Outcome {
     ConversationFailed(PromptError),
     /// A file is missing, unreadable, malformed or unsafe.
     Unavailable(StoreError),
+}
+
+/// Why a key-only user could not log in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyUnusable {
+    /// A remote login: the key is at the client.
+    Remote,
+    /// At the console, the device path failed.
+    Touch(TouchFailure),
 }
 
 /// Why a login was denied; for the log, never for the user (who sees one generic failure).
@@ -108,6 +137,7 @@ pub fn authenticate<S: Store + Accounts>(
     user: Option<&UserName>,
     policy: &LoginPolicy,
     prompter: &mut dyn Prompter,
+    keys: &mut dyn KeyToucher,
     clock: &dyn Clock,
 ) -> Outcome {
     let loaded = match user {
@@ -147,6 +177,19 @@ pub fn authenticate<S: Store + Accounts>(
             retry_after: until - now,
         };
     }
+    if !record.keys.is_empty() {
+        let has_codes = record.totp.is_some() || !record.backup_codes.is_empty();
+        match touch_key(store, user, &record, policy, prompter, keys, clock) {
+            Ok(outcome) => return outcome,
+            Err(unusable) if !has_codes => return Outcome::KeyUnavailable(unusable),
+            // With a code to fall back on: a timeout says so; no device says nothing (the
+            // usual case over a console without the key).
+            Err(KeyUnusable::Touch(TouchFailure::Timeout)) => {
+                prompter.info("No touch; enter a code instead.")
+            }
+            Err(_) => {}
+        }
+    }
     let answer = match ask(prompter, policy) {
         Ok(answer) => answer,
         Err(e) => return Outcome::ConversationFailed(e),
@@ -183,11 +226,14 @@ pub fn authenticate<S: Store + Accounts>(
             let reading = match factor {
                 Factor::Totp => typed.totp.and_then(|(_, password)| password),
                 Factor::BackupCode => typed.backup.and_then(|(_, password)| password),
+                // Never decided from a typed answer.
+                Factor::SecurityKey => None,
             };
             Outcome::Accepted {
                 factor,
                 codes_left,
                 password: reading,
+                key: None,
             }
         }
         Ok(Some(Decision::Denied(denial))) => Outcome::Denied(denial),
@@ -196,6 +242,83 @@ pub fn authenticate<S: Store + Accounts>(
         Ok(None) => Outcome::Denied(Denial::NotEnrolled),
         Err(e) => Outcome::Unavailable(e),
     }
+}
+
+/// Tries the user's security keys at the console: a fresh challenge, the touch, then the check
+/// and the new counter under the user's lock. `Err` when no key could be used, so that the
+/// caller falls back to a code (or fails closed when the user has none).
+fn touch_key<S: Store>(
+    store: &S,
+    user: &UserName,
+    record: &Record,
+    policy: &LoginPolicy,
+    prompter: &mut dyn Prompter,
+    keys: &mut dyn KeyToucher,
+    clock: &dyn Clock,
+) -> Result<Outcome, KeyUnusable> {
+    if !policy.console || policy.forward_pass {
+        return Err(KeyUnusable::Remote);
+    }
+    // The console's client data is a fresh random challenge: an assertion over it can only
+    // have been made now, for this login.
+    let mut client_data_hash = [0u8; 32];
+    getrandom::fill(&mut client_data_hash)
+        .map_err(|e| KeyUnusable::Touch(TouchFailure::Failed(format!("no randomness: {e}"))))?;
+    let require_uv = policy.keys_require_uv || record.keys.iter().all(|k| k.user_verification);
+    let assertion = keys
+        .touch(&record.keys, &client_data_hash, require_uv, prompter)
+        .map_err(KeyUnusable::Touch)?;
+    let decided = store.update(user, |record, state| {
+        let now = clock.now();
+        if let Some(until) = state.locked_for(policy.origin, now) {
+            return Outcome::Locked {
+                retry_after: until - now,
+            };
+        }
+        let stored =
+            |k: &crate::security_key::SecurityKey| state.key_use(k.tag()).map(|u| u.sign_count);
+        let checked = key_assertion::check(&record.keys, stored, &assertion, &client_data_hash)
+            .and_then(|accepted| {
+                let uv_missing = policy.keys_require_uv && !accepted.verified.user_verified;
+                match uv_missing {
+                    true => Err(KeyRefusal::NoUserVerification),
+                    false => Ok(accepted),
+                }
+            });
+        match checked {
+            Ok(accepted) => {
+                let key = &record.keys[accepted.key];
+                state.record_key_use(key.tag(), accepted.verified.sign_count, now);
+                forget_failures(state, policy.origin);
+                Outcome::Accepted {
+                    factor: Factor::SecurityKey,
+                    codes_left: None,
+                    password: None,
+                    key: Some(key.name.clone()),
+                }
+            }
+            Err(why) => {
+                count_failure(
+                    state,
+                    effective_throttle(record, &policy.throttle),
+                    now,
+                    policy.origin,
+                );
+                let key = record
+                    .keys
+                    .iter()
+                    .find(|k| k.credential_id == assertion.credential_id)
+                    .map(|k| k.name.clone());
+                Outcome::KeyRefused { key, why }
+            }
+        }
+    });
+    Ok(match decided {
+        Ok(Some(outcome)) => outcome,
+        // Disabled while the key was being touched.
+        Ok(None) => Outcome::Denied(Denial::NotEnrolled),
+        Err(e) => Outcome::Unavailable(e),
+    })
 }
 
 /// What an enrollment at login means for the login.
@@ -423,12 +546,20 @@ impl std::fmt::Debug for Outcome {
                 factor,
                 codes_left,
                 password,
+                key,
             } => f
                 .debug_struct("Accepted")
                 .field("factor", factor)
                 .field("codes_left", codes_left)
                 .field("password", &password.as_ref().map(|_| "<redacted>"))
+                .field("key", key)
                 .finish(),
+            Outcome::KeyRefused { key, why } => f
+                .debug_struct("KeyRefused")
+                .field("key", key)
+                .field("why", why)
+                .finish(),
+            Outcome::KeyUnavailable(why) => f.debug_tuple("KeyUnavailable").field(why).finish(),
             Outcome::Denied(denial) => f.debug_tuple("Denied").field(denial).finish(),
             Outcome::Locked { retry_after } => f
                 .debug_struct("Locked")
@@ -449,6 +580,7 @@ impl Factor {
         match self {
             Factor::BackupCode => "backup-code",
             Factor::Totp => "totp",
+            Factor::SecurityKey => "security-key",
         }
     }
 }
@@ -478,6 +610,7 @@ mod tests {
     use super::*;
     use crate::backup::{BackupCodes, Cost};
     use crate::record::UserThrottle;
+    use crate::security_key::NoDevice;
     use crate::totp::{Algorithm, Digits, Secret, TotpKey};
 
     /// A store in memory, with the same contract as the file store.
@@ -582,12 +715,15 @@ mod tests {
             forward_pass: false,
             enroll_on_login: None,
             origin: Origin::LOCAL,
+            console: true,
+            keys_require_uv: false,
         }
     }
 
     fn from(host: &str) -> LoginPolicy<'static> {
         LoginPolicy {
             origin: Origin::remote(host),
+            console: false,
             ..policy()
         }
     }
@@ -633,7 +769,14 @@ mod tests {
             answers: vec![answer],
             prompts: vec![],
         };
-        let outcome = authenticate(store, Some(&alice()), policy, &mut script, &At(now));
+        let outcome = authenticate(
+            store,
+            Some(&alice()),
+            policy,
+            &mut script,
+            &mut NoDevice,
+            &At(now),
+        );
         (outcome, script.prompts)
     }
 
@@ -862,7 +1005,7 @@ mod tests {
             answers: vec!["123456"],
             prompts: vec![],
         };
-        let outcome = authenticate(&store, None, &policy, &mut script, &At(NOW));
+        let outcome = authenticate(&store, None, &policy, &mut script, &mut NoDevice, &At(NOW));
         assert!(matches!(outcome, Outcome::Denied(Denial::UnusableName)));
         assert_eq!(script.prompts, [CODE_PROMPT]);
     }
@@ -915,7 +1058,14 @@ mod tests {
             answers: vec![],
             prompts: vec![],
         };
-        let outcome = authenticate(&store, Some(&alice()), &policy(), &mut script, &At(NOW));
+        let outcome = authenticate(
+            &store,
+            Some(&alice()),
+            &policy(),
+            &mut script,
+            &mut NoDevice,
+            &At(NOW),
+        );
         assert!(matches!(outcome, Outcome::ConversationFailed(_)));
     }
 
@@ -1069,7 +1219,14 @@ mod tests {
             prompts: vec![],
             store,
         };
-        let outcome = authenticate(store, Some(&alice()), &policy, &mut phone, &At(NOW));
+        let outcome = authenticate(
+            store,
+            Some(&alice()),
+            &policy,
+            &mut phone,
+            &mut NoDevice,
+            &At(NOW),
+        );
         (outcome, phone.shown, phone.prompts)
     }
 
@@ -1210,7 +1367,14 @@ mod tests {
             answers: vec!["pw123456"],
             prompts: vec![],
         };
-        let outcome = authenticate(&store, Some(&alice()), &forwarding, &mut script, &At(NOW));
+        let outcome = authenticate(
+            &store,
+            Some(&alice()),
+            &forwarding,
+            &mut script,
+            &mut NoDevice,
+            &At(NOW),
+        );
         assert!(matches!(outcome, Outcome::Denied(Denial::NotEnrolled)));
         assert_eq!(script.prompts, [PASSWORD_AND_CODE_PROMPT]);
         assert!(store.users.borrow().is_empty());
@@ -1238,8 +1402,310 @@ mod tests {
             answers: vec!["123456"],
             prompts: vec![],
         };
-        let outcome = authenticate(&store, None, &policy, &mut script, &At(NOW));
+        let outcome = authenticate(&store, None, &policy, &mut script, &mut NoDevice, &At(NOW));
         assert!(matches!(outcome, Outcome::Denied(Denial::UnusableName)));
         assert!(store.users.borrow().is_empty());
+    }
+
+    mod keys {
+        use p256::ecdsa::signature::Signer;
+        use p256::ecdsa::{Signature, SigningKey};
+
+        use super::*;
+        use crate::key_assertion::{rp_id_hash, Assertion, AssertionError};
+        use crate::security_key::{KeyName, PublicKey, SecurityKey};
+
+        const RP: &str = "pam://host";
+
+        /// A software key that signs what it is asked to, as a real one would, with knobs for the
+        /// ways a key or its clone can go wrong.
+        struct SoftKey {
+            signer: SigningKey,
+            credential_id: Vec<u8>,
+            counter: u32,
+            flags: u8,
+            rp_id: &'static str,
+            result: Option<TouchFailure>,
+            touched: usize,
+        }
+
+        impl SoftKey {
+            fn new(seed: u8) -> SoftKey {
+                SoftKey {
+                    signer: SigningKey::from_slice(&[seed; 32]).unwrap(),
+                    credential_id: vec![seed; 48],
+                    counter: 10,
+                    flags: 0x01,
+                    rp_id: RP,
+                    result: None,
+                    touched: 0,
+                }
+            }
+
+            fn registered(&self, name: &str) -> SecurityKey {
+                let point = self.signer.verifying_key().to_sec1_point(false);
+                SecurityKey {
+                    name: KeyName::parse(name).unwrap(),
+                    credential_id: self.credential_id.clone(),
+                    public_key: PublicKey::es256(point.as_bytes()).unwrap(),
+                    rp_id: RP.into(),
+                    user_verification: false,
+                    added: NOW,
+                }
+            }
+        }
+
+        impl KeyToucher for SoftKey {
+            fn touch(
+                &mut self,
+                keys: &[SecurityKey],
+                client_data_hash: &[u8; 32],
+                _: bool,
+                prompter: &mut dyn Prompter,
+            ) -> Result<Assertion, TouchFailure> {
+                self.touched += 1;
+                if let Some(failure) = &self.result {
+                    return Err(failure.clone());
+                }
+                assert!(!keys.is_empty());
+                prompter.info("Touch your security key.");
+                self.counter = self.counter.wrapping_add(1);
+                let mut data = rp_id_hash(self.rp_id).to_vec();
+                data.push(self.flags);
+                data.extend(self.counter.to_be_bytes());
+                let signed = [data.as_slice(), client_data_hash].concat();
+                let signature: Signature = self.signer.sign(&signed);
+                Ok(Assertion {
+                    credential_id: self.credential_id.clone(),
+                    authenticator_data: data,
+                    signature: signature.to_der().as_bytes().to_vec(),
+                })
+            }
+        }
+
+        fn with_key(key: &SoftKey, codes: bool) -> MemoryStore {
+            let (store, _) = enrolled();
+            {
+                let mut users = store.users.borrow_mut();
+                let (record, _) = users.get_mut("alice").unwrap();
+                record.keys.push(key.registered("blue"));
+                if !codes {
+                    record.totp = None;
+                    record.backup_codes = BackupCodes::empty();
+                }
+            }
+            store
+        }
+
+        fn touch(
+            store: &MemoryStore,
+            policy: &LoginPolicy,
+            key: &mut SoftKey,
+        ) -> (Outcome, Vec<String>) {
+            let mut script = Script {
+                answers: vec![],
+                prompts: vec![],
+            };
+            let outcome = authenticate(store, Some(&alice()), policy, &mut script, key, &At(NOW));
+            (outcome, script.prompts)
+        }
+
+        fn failures(store: &MemoryStore) -> usize {
+            store.users.borrow()["alice"].1.failures.len()
+        }
+
+        #[test]
+        fn a_touch_logs_in_without_a_prompt_and_stores_the_counter() {
+            let mut key = SoftKey::new(1);
+            let store = with_key(&key, true);
+            let (outcome, prompts) = touch(&store, &policy(), &mut key);
+            assert!(
+                matches!(&outcome, Outcome::Accepted { factor: Factor::SecurityKey, key: Some(name), .. } if name.as_str() == "blue"),
+                "{outcome:?}"
+            );
+            assert!(prompts.is_empty(), "{prompts:?}");
+            let state = store.users.borrow()["alice"].1.clone();
+            assert_eq!(state.key_uses[0].sign_count, 11);
+            assert_eq!(state.key_uses[0].last_used, NOW);
+        }
+
+        #[test]
+        fn a_counter_that_does_not_move_forward_is_a_clone_and_is_refused() {
+            let mut key = SoftKey::new(1);
+            let store = with_key(&key, true);
+            touch(&store, &policy(), &mut key);
+            key.counter -= 1; // the clone signs with the counter the original already used
+            let (outcome, _) = touch(&store, &policy(), &mut key);
+            assert!(
+                matches!(
+                    outcome,
+                    Outcome::KeyRefused {
+                        why: KeyRefusal::CounterRegressed {
+                            stored: 11,
+                            presented: 11
+                        },
+                        ..
+                    }
+                ),
+                "{outcome:?}"
+            );
+            assert_eq!(failures(&store), 1);
+        }
+
+        #[test]
+        fn keys_that_keep_no_counter_work_while_it_stays_zero() {
+            let mut key = SoftKey::new(1);
+            let store = with_key(&key, true);
+            for _ in 0..2 {
+                key.counter = u32::MAX; // the next signature carries 0
+                let (outcome, _) = touch(&store, &policy(), &mut key);
+                assert!(matches!(outcome, Outcome::Accepted { .. }), "{outcome:?}");
+            }
+        }
+
+        #[test]
+        fn tampered_assertions_and_foreign_keys_are_refused_and_counted() {
+            type Spoil = fn(&mut SoftKey);
+            let cases: [(&str, Spoil, KeyRefusal); 4] = [
+                (
+                    "no touch",
+                    |k| k.flags = 0,
+                    KeyRefusal::Assertion(AssertionError::NoUserPresence),
+                ),
+                (
+                    "another rp",
+                    |k| k.rp_id = "pam://other",
+                    KeyRefusal::Assertion(AssertionError::WrongRelyingParty),
+                ),
+                (
+                    "another key, same id",
+                    |k| k.signer = SigningKey::from_slice(&[9; 32]).unwrap(),
+                    KeyRefusal::Assertion(AssertionError::BadSignature),
+                ),
+                (
+                    "another user's key",
+                    |k| k.credential_id = vec![9; 48],
+                    KeyRefusal::UnknownCredential,
+                ),
+            ];
+            for (case, spoil, expected) in cases {
+                let mut key = SoftKey::new(1);
+                let store = with_key(&key, true);
+                spoil(&mut key);
+                let (outcome, _) = touch(&store, &policy(), &mut key);
+                assert!(
+                    matches!(&outcome, Outcome::KeyRefused { why, .. } if *why == expected),
+                    "{case}: {outcome:?}"
+                );
+                assert_eq!(failures(&store), 1, "{case}");
+            }
+        }
+
+        #[test]
+        fn user_verification_is_required_where_registered_or_configured() {
+            let mut key = SoftKey::new(1);
+            let store = with_key(&key, true);
+            let strict = LoginPolicy {
+                keys_require_uv: true,
+                ..policy()
+            };
+            let (outcome, _) = touch(&store, &strict, &mut key);
+            assert!(
+                matches!(
+                    outcome,
+                    Outcome::KeyRefused {
+                        why: KeyRefusal::NoUserVerification,
+                        ..
+                    }
+                ),
+                "{outcome:?}"
+            );
+            key.flags = 0x05;
+            let (outcome, _) = touch(&store, &strict, &mut key);
+            assert!(matches!(outcome, Outcome::Accepted { .. }), "{outcome:?}");
+            store.users.borrow_mut().get_mut("alice").unwrap().0.keys[0].user_verification = true;
+            key.flags = 0x01;
+            let (outcome, _) = touch(&store, &policy(), &mut key);
+            assert!(
+                matches!(
+                    outcome,
+                    Outcome::KeyRefused {
+                        why: KeyRefusal::NoUserVerification,
+                        ..
+                    }
+                ),
+                "{outcome:?}"
+            );
+        }
+
+        #[test]
+        fn without_a_device_or_remotely_the_code_prompt_follows() {
+            for (policy, failure) in [
+                (policy(), Some(TouchFailure::NoDevice)),
+                (policy(), Some(TouchFailure::Timeout)),
+                (from("10.0.0.9"), None),
+            ] {
+                let mut key = SoftKey::new(1);
+                key.result = failure.clone();
+                let store = with_key(&key, true);
+                let mut script = Script {
+                    answers: vec!["000000"],
+                    prompts: vec![],
+                };
+                let outcome = authenticate(
+                    &store,
+                    Some(&alice()),
+                    &policy,
+                    &mut script,
+                    &mut key,
+                    &At(NOW),
+                );
+                assert!(
+                    matches!(outcome, Outcome::Denied(Denial::WrongCode)),
+                    "{failure:?}: {outcome:?}"
+                );
+                assert_eq!(script.prompts, [CODE_PROMPT], "{failure:?}");
+                assert_eq!(
+                    key.touched,
+                    usize::from(policy.console),
+                    "remote logins never touch"
+                );
+            }
+        }
+
+        #[test]
+        fn a_user_with_only_keys_fails_closed_where_no_key_can_be_used() {
+            for (policy, failure) in [
+                (policy(), Some(TouchFailure::NoDevice)),
+                (from("10.0.0.9"), None),
+            ] {
+                let mut key = SoftKey::new(1);
+                key.result = failure;
+                let store = with_key(&key, false);
+                let nullok = LoginPolicy {
+                    nullok: true,
+                    ..policy
+                };
+                let (outcome, prompts) = touch(&store, &nullok, &mut key);
+                assert!(matches!(outcome, Outcome::KeyUnavailable(_)), "{outcome:?}");
+                assert!(prompts.is_empty());
+            }
+        }
+
+        #[test]
+        fn a_locked_user_is_not_asked_to_touch() {
+            let mut key = SoftKey::new(1);
+            let store = with_key(&key, true);
+            store
+                .users
+                .borrow_mut()
+                .get_mut("alice")
+                .unwrap()
+                .1
+                .locked_until = NOW + 60;
+            let (outcome, _) = touch(&store, &policy(), &mut key);
+            assert!(matches!(outcome, Outcome::Locked { .. }));
+            assert_eq!(key.touched, 0);
+        }
     }
 }

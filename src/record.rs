@@ -116,7 +116,10 @@ impl Record {
             .keys
             .into_iter()
             .enumerate()
-            .map(|(index, key)| key.parse().map_err(|cause| RecordError::Key { index, cause }))
+            .map(|(index, key)| {
+                key.parse()
+                    .map_err(|cause| RecordError::Key { index, cause })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         check_keys(&keys)?;
         let record = Record {
@@ -285,7 +288,10 @@ pub fn check_keys(keys: &[SecurityKey]) -> Result<(), RecordError> {
     for (i, key) in keys.iter().enumerate() {
         for other in &keys[..i] {
             if other.name == key.name {
-                return Err(RecordError::Keys(format!("two keys are named {}", key.name)));
+                return Err(RecordError::Keys(format!(
+                    "two keys are named {}",
+                    key.name
+                )));
             }
             if other.tag() == key.tag() {
                 return Err(RecordError::Keys(format!(

@@ -10,6 +10,8 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 
 use crate::cbor::{self, Value};
+use crate::key_assertion::Assertion;
+use crate::prompt::Prompter;
 
 /// The most keys one user may register, whatever the config says (the state keeps one counter
 /// per key).
@@ -119,7 +121,8 @@ impl fmt::Display for KeyName {
 /// `pam://host`).
 pub fn check_rp_id(rp_id: &str) -> Result<(), KeyError> {
     let ok = !rp_id.is_empty() && rp_id.len() <= 255 && rp_id.bytes().all(|b| b.is_ascii_graphic());
-    ok.then_some(()).ok_or_else(|| KeyError::BadRpId(rp_id.to_string()))
+    ok.then_some(())
+        .ok_or_else(|| KeyError::BadRpId(rp_id.to_string()))
 }
 
 /// Checks a credential id's length.
@@ -145,6 +148,65 @@ impl CredentialTag {
 impl SecurityKey {
     pub fn tag(&self) -> CredentialTag {
         CredentialTag::of(&self.credential_id)
+    }
+}
+
+/// How the core asks a plugged-in security key for an assertion. The front door speaks to the
+/// device; the core picks the challenge and verifies the answer.
+pub trait KeyToucher {
+    /// Asks a key holding one of `keys` to sign `client_data_hash`, with the user's touch (and
+    /// PIN or biometrics when `user_verification`). Shows the cue through `prompter` when the
+    /// key asks for the touch, and asks for a PIN through it when the key needs one.
+    fn touch(
+        &mut self,
+        keys: &[SecurityKey],
+        client_data_hash: &[u8; 32],
+        user_verification: bool,
+        prompter: &mut dyn Prompter,
+    ) -> Result<Assertion, TouchFailure>;
+}
+
+/// A front door without a device path (or a login where keys are not tried).
+pub struct NoDevice;
+
+impl KeyToucher for NoDevice {
+    fn touch(
+        &mut self,
+        _: &[SecurityKey],
+        _: &[u8; 32],
+        _: bool,
+        _: &mut dyn Prompter,
+    ) -> Result<Assertion, TouchFailure> {
+        Err(TouchFailure::NoDevice)
+    }
+}
+
+/// Why no assertion came back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TouchFailure {
+    /// No security key is plugged in.
+    NoDevice,
+    /// Keys are plugged in, and none holds one of the user's credentials.
+    NotRegistered,
+    /// Nobody touched the key before the deadline.
+    Timeout,
+    /// The key refused (the user declined, or a wrong PIN), with the detail for the log.
+    Refused(String),
+    /// The device failed or misbehaved, with the detail for the log.
+    Failed(String),
+}
+
+impl fmt::Display for TouchFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TouchFailure::NoDevice => f.write_str("no security key plugged in"),
+            TouchFailure::NotRegistered => {
+                f.write_str("no plugged-in key holds one of the user's credentials")
+            }
+            TouchFailure::Timeout => f.write_str("no touch before the deadline"),
+            TouchFailure::Refused(why) => write!(f, "the key refused: {why}"),
+            TouchFailure::Failed(why) => write!(f, "device error: {why}"),
+        }
     }
 }
 
@@ -273,7 +335,12 @@ impl PublicKey {
 
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PublicKey::{}({} bytes)", self.algorithm(), self.raw().len())
+        write!(
+            f,
+            "PublicKey::{}({} bytes)",
+            self.algorithm(),
+            self.raw().len()
+        )
     }
 }
 
@@ -343,7 +410,15 @@ mod tests {
         for good in ["yubikey", "blue-5C", "a.b_c", &"x".repeat(MAX_NAME)] {
             assert!(KeyName::parse(good).is_ok(), "{good}");
         }
-        for bad in ["", "two words", "a/b", "ключ", "a\nb", "x:y", &"x".repeat(MAX_NAME + 1)] {
+        for bad in [
+            "",
+            "two words",
+            "a/b",
+            "ключ",
+            "a\nb",
+            "x:y",
+            &"x".repeat(MAX_NAME + 1),
+        ] {
             assert!(KeyName::parse(bad).is_err(), "{bad:?}");
         }
     }

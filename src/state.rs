@@ -130,7 +130,9 @@ impl State {
     pub fn record_key_use(&mut self, tag: CredentialTag, sign_count: u32, now: u64) {
         self.key_uses.retain(|u| u.credential != tag);
         if self.key_uses.len() >= MAX_KEYS {
-            if let Some(oldest) = (0..self.key_uses.len()).min_by_key(|&i| self.key_uses[i].last_used) {
+            if let Some(oldest) =
+                (0..self.key_uses.len()).min_by_key(|&i| self.key_uses[i].last_used)
+            {
                 self.key_uses.remove(oldest);
             }
         }

@@ -15,7 +15,7 @@ fi
 # Its direct dependencies are exactly these (crates/pam/Cargo.toml says why).
 direct=$(cargo tree -p twofold-pam -e normal --depth 1 --prefix none --locked | tail -n +2 |
   awk '{print $1}' | sort -u | tr '\n' ' ')
-[ "$direct" = "libc subtle twofold-core twofold-host zeroize " ] ||
+[ "$direct" = "libc subtle twofold-core twofold-fido twofold-host zeroize " ] ||
   fail "crates/pam's direct dependencies are: $direct"
 
 # 2. The release module links libpam and libc only (plus the dynamic loader, which every process
@@ -27,6 +27,12 @@ needed=$(readelf -d "$so" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | grep -v '^l
 exports=$(nm -D --defined-only "$so" | awk '{print $3}' | sort | tr '\n' ' ')
 expected="pam_sm_acct_mgmt pam_sm_authenticate pam_sm_chauthtok pam_sm_close_session pam_sm_open_session pam_sm_setcred "
 [ "$exports" = "$expected" ] || fail "$so exports: $exports"
+
+# The tests' software authenticator reaches the module only in test builds, through a socket
+# transport that the release module must not have.
+if grep -q TWOFOLD_TEST_FIDO_SOCKET "$so"; then
+  fail "$so contains the test-only security-key socket"
+fi
 
 # 3. The stripped module stays under 1.5 MiB (bytes cost nothing measurable per login; this is a
 # budget against creep).

@@ -19,8 +19,9 @@ use proptest::test_runner::TestCaseError;
 use twofold_core::backup::{BackupCodes, Candidate};
 use twofold_core::config::{Config, ConfigError, ModuleArgs};
 use twofold_core::record::{Record, RecordError, UserThrottle, MAX_RECORD_BYTES};
+use twofold_core::security_key::{CredentialTag, MAX_KEYS};
 use twofold_core::state::{
-    Failure, Origin, OriginLock, State, MAX_FAILURES, ORIGINS_BEFORE_GLOBAL_LOCK,
+    Failure, KeyUse, Origin, OriginLock, State, MAX_FAILURES, ORIGINS_BEFORE_GLOBAL_LOCK,
 };
 use twofold_core::totp::{Algorithm, Digits, Secret, TotpKey};
 use twofold_core::user::UserName;
@@ -72,7 +73,10 @@ proptest! {
         match state_file::decode(&bytes) {
             Ok(state) => prop_assert!(bytes.is_empty() && state == Slotted::default()),
             Err(StateError::BadSize(n)) => prop_assert_eq!(n, bytes.len() as u64),
-            Err(StateError::NoValidSlot) => prop_assert_eq!(bytes.len(), FILE_SIZE),
+            // An old layout's file, one being upgraded (grown part way), or a current one.
+            Err(StateError::NoValidSlot) => {
+                prop_assert!((state_file::LEGACY_FILE_SIZE..=FILE_SIZE).contains(&bytes.len()))
+            }
         }
     }
 
@@ -80,6 +84,10 @@ proptest! {
     fn state_decode_never_panics_on_full_size_junk(bytes in vec(any::<u8>(), FILE_SIZE)) {
         // Random bytes cannot carry a valid checksum (the magic alone is 2^-64).
         prop_assert_eq!(state_file::decode(&bytes), Err(StateError::NoValidSlot));
+        prop_assert_eq!(
+            state_file::decode(&bytes[..state_file::LEGACY_FILE_SIZE]),
+            Err(StateError::NoValidSlot)
+        );
     }
 
     #[test]
@@ -633,8 +641,9 @@ fn state() -> impl Strategy<Value = Slotted> {
         any::<[u64; 6]>(),
         vec(any::<(u64, u64)>(), 0..=MAX_FAILURES + 5),
         vec(any::<(u64, u64)>(), 0..ORIGINS_BEFORE_GLOBAL_LOCK),
+        vec(any::<(u64, u32, u64)>(), 0..=MAX_KEYS + 3),
     )
-        .prop_map(|(words, failures, locks)| Slotted {
+        .prop_map(|(words, failures, locks, uses)| Slotted {
             generation: words[0],
             state: State {
                 last_step: words[1],
@@ -655,18 +664,29 @@ fn state() -> impl Strategy<Value = Slotted> {
                     .collect(),
                 spent_codes: words[3],
                 codes_binding: words[4],
+                key_uses: uses
+                    .into_iter()
+                    .map(|(tag, sign_count, last_used)| KeyUse {
+                        credential: CredentialTag(tag),
+                        sign_count,
+                        last_used,
+                    })
+                    .collect(),
             },
         })
 }
 
-/// `state` as read back: only the newest `MAX_FAILURES` failures are kept.
+/// `state` as read back: only the newest `MAX_FAILURES` failures and `MAX_KEYS` key uses are
+/// kept.
 fn trimmed(slotted: &Slotted) -> Slotted {
     let state = &slotted.state;
     let keep = state.failures.len().saturating_sub(MAX_FAILURES);
+    let keep_uses = state.key_uses.len().saturating_sub(MAX_KEYS);
     Slotted {
         generation: slotted.generation,
         state: State {
             failures: state.failures[keep..].to_vec(),
+            key_uses: state.key_uses[keep_uses..].to_vec(),
             ..state.clone()
         },
     }

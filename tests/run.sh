@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # End-to-end: a real sshd with a paramiko client (Debian's python3) and real sudo. Packaging:
 # dpkg-buildpackage with debhelper, lintian, pam-auth-update (libpam-runtime) and rpmbuild.
 packages=(gcc libpam0g-dev libpam-modules libpam-runtime pamtester oathtool zbar-tools passwd
-  openssh-server openssh-client sudo python3 python3-paramiko
+  openssh-server openssh-client sudo python3 python3-paramiko python3-venv
   build-essential debhelper lintian rpm git openssl)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
@@ -21,6 +21,16 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
+fi
+
+# The FIDO2 oracle (tests/fido_oracle.rs): Yubico's fido2 from the Python package registry, in a venv, as Debian's
+# python3-fido2 is too old. Made once, and again when it is missing or another version.
+fido_python=target/fido-venv/bin/python
+if ! "$fido_python" -c 'import sys, importlib.metadata as m, cryptography
+sys.exit(m.version("fido2") != "2.2.1")' 2>/dev/null; then
+  echo "tests/run.sh: making target/fido-venv with fido2 2.2.1"
+  python3 -m venv --clear target/fido-venv
+  target/fido-venv/bin/pip install -q --disable-pip-version-check fido2==2.2.1
 fi
 
 rm -rf target/root-tests-ran

@@ -5,6 +5,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod soft_key;
+
 /// The `libpam_twofold.so` that cargo built for this test binary, by absolute path.
 ///
 /// The test package depends on crates/pam, so `cargo test` compiles the module with both its

@@ -67,6 +67,11 @@ pub(crate) enum Command {
         #[arg(long)]
         user: String,
     },
+    /// Register, list, rename and remove security keys (FIDO2/U2F).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Import an enrollment from another module's file.
     Import {
         #[command(subcommand)]
@@ -116,6 +121,53 @@ pub(crate) enum ImportSource {
         /// Replace an existing enrollment.
         #[arg(long)]
         force: bool,
+    },
+    /// A pam_u2f authfile (`~/.config/Yubico/u2f_keys` or a central mapping file): the user's
+    /// credentials become keys `imported-1`, `imported-2`...
+    PamU2f {
+        file: PathBuf,
+        #[arg(long)]
+        user: Option<String>,
+        /// The relying party the keys were made for (default: pam://<hostname>, pam_u2f's).
+        #[arg(long, value_name = "ID")]
+        rp_id: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum KeysAction {
+    /// Register the plugged-in key under NAME (touch it when asked). Needs TOTP first.
+    Add {
+        name: String,
+        #[arg(long)]
+        user: Option<String>,
+        /// The key must verify the user (its PIN or a fingerprint) at every login.
+        #[arg(long)]
+        pin: bool,
+        /// The relying party id (default: fido2.rp_id, else pam://<hostname>).
+        #[arg(long, value_name = "ID")]
+        rp_id: Option<String>,
+    },
+    /// List the registered keys.
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rename a key.
+    Rename {
+        old: String,
+        new: String,
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Remove a key.
+    Remove {
+        name: String,
+        #[arg(long)]
+        user: Option<String>,
     },
 }
 

@@ -19,8 +19,10 @@ use zeroize::Zeroizing;
 use twofold_core::totp::Secret;
 use twofold_host::{config_file, FileStore};
 
-use commands::{codes, confirm_store, disable, enroll, import as import_command, status, unlock};
-use flags::{Cli, CodesAction, Command, ImportSource};
+use commands::{
+    codes, confirm_store, disable, enroll, import as import_command, keys, status, unlock,
+};
+use flags::{Cli, CodesAction, Command, ImportSource, KeysAction};
 use support::{ask_line, target_user, Failure};
 
 /// Runs the command line of this process.
@@ -103,6 +105,36 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let user = target_user(user.as_deref())?;
             import_command::import_google_authenticator(&config, &store, &user, &file, force)
         }
+        Command::Import {
+            source: ImportSource::PamU2f { file, user, rp_id },
+        } => {
+            let user = target_user(user.as_deref())?;
+            keys::import_pam_u2f(&config, &store, &user, &file, rp_id)
+        }
+        Command::Keys { action } => match action {
+            KeysAction::Add {
+                name,
+                user,
+                pin,
+                rp_id,
+            } => keys::add(
+                &config,
+                &store,
+                &target_user(user.as_deref())?,
+                &name,
+                pin,
+                rp_id,
+            ),
+            KeysAction::List { user, json } => {
+                keys::list(&store, &target_user(user.as_deref())?, json)
+            }
+            KeysAction::Rename { old, new, user } => {
+                keys::rename(&store, &target_user(user.as_deref())?, &old, &new)
+            }
+            KeysAction::Remove { name, user } => {
+                keys::remove(&store, &target_user(user.as_deref())?, &name)
+            }
+        },
         Command::ConfirmStore => confirm_store::confirm_store(&store),
         Command::Check { pam_dir } => check::check(&cli.config, &config, &pam_dir),
         Command::PamUsers {

@@ -396,7 +396,10 @@ mod tests {
     #[test]
     fn an_origins_layout_file_is_read_and_upgraded_without_risking_it() {
         // twofold2: ... count, (time, origin) pairs, lock count, (origin, until) pairs.
-        let slot = legacy_slot(ORIGINS_MAGIC, &[4, 59_093_131, 0, 0b1, 42, 1, 10, 7, 1, 7, 500]);
+        let slot = legacy_slot(
+            ORIGINS_MAGIC,
+            &[4, 59_093_131, 0, 0b1, 42, 1, 10, 7, 1, 7, 500],
+        );
         let mut file = vec![0u8; LEGACY_FILE_SIZE];
         file[..LEGACY_SLOT_SIZE].copy_from_slice(&slot);
         let decoded = decode(&file).unwrap();

@@ -17,6 +17,7 @@ pub enum Level {
     Error,
     Info,
     Notice,
+    Warning,
 }
 
 /// Sends one line to syslog as `ident: message`, escaping control characters so that a hostile
@@ -25,6 +26,7 @@ pub fn line(ident: &str, level: Level, message: &str) {
     let priority = libc::LOG_AUTHPRIV
         | match level {
             Level::Error => libc::LOG_ERR,
+            Level::Warning => libc::LOG_WARNING,
             Level::Notice => libc::LOG_NOTICE,
             Level::Info => libc::LOG_INFO,
             Level::Debug => libc::LOG_DEBUG,

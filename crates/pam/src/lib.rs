@@ -7,14 +7,17 @@
 
 mod conversation;
 mod handle;
+mod keys;
 pub mod sys;
 
 use std::os::raw::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use twofold_core::config::ModuleArgs;
-use twofold_core::login::{self, LoginPolicy, Outcome};
+use twofold_core::config::{ModuleArgs, UserVerification};
+use twofold_core::key_assertion::KeyRefusal;
+use twofold_core::login::{self, KeyUnusable, LoginPolicy, Outcome};
 use twofold_core::prompt::Prompter;
+use twofold_core::security_key::TouchFailure;
 use twofold_core::state::Origin;
 use twofold_core::text::LogLine;
 use twofold_core::user::UserName;
@@ -219,6 +222,8 @@ fn authenticate(handle: &Handle, flags: c_int, args: &[String]) -> c_int {
         forward_pass: args.forward_pass,
         enroll_on_login: (enroll_on_login && !silent).then_some(&config),
         origin: Origin::remote(rhost.as_deref().unwrap_or("")),
+        console: is_local(rhost.as_deref()),
+        keys_require_uv: config.fido2.user_verification == UserVerification::Required,
     };
     let store = FileStore::new(&config);
     if args.debug {
@@ -233,16 +238,19 @@ fn authenticate(handle: &Handle, flags: c_int, args: &[String]) -> c_int {
                 .as_str(),
         );
     }
+    let who = at_service
+        .token("user", &user_text)
+        .token("rhost", rhost.as_deref().unwrap_or("-"));
+    // The device code runs only for a user who has keys (the core calls it then).
+    let mut keys = keys::Toucher::new(&config.fido2, &who);
     let outcome = login::authenticate(
         &store,
         user.as_ref(),
         &policy,
         &mut conversation,
+        &mut keys,
         &SystemClock,
     );
-    let who = at_service
-        .token("user", &user_text)
-        .token("rhost", rhost.as_deref().unwrap_or("-"));
     finish(handle, &mut conversation, &who, outcome)
 }
 
@@ -277,7 +285,23 @@ fn finish(
             }
             sys::PAM_SUCCESS
         }
-        Outcome::Denied(_) => sys::PAM_AUTH_ERR,
+        Outcome::Denied(_) | Outcome::KeyRefused { .. } => sys::PAM_AUTH_ERR,
+        Outcome::KeyUnavailable(why) => {
+            conversation.error(match why {
+                KeyUnusable::Remote => {
+                    "This account logs in with a security key, which works only at this machine."
+                }
+                KeyUnusable::Touch(TouchFailure::NoDevice) => {
+                    "No security key found; plug in your key and try again."
+                }
+                KeyUnusable::Touch(TouchFailure::Timeout) => "No touch; try again.",
+                KeyUnusable::Touch(TouchFailure::NotRegistered) => {
+                    "This security key is not registered for you."
+                }
+                KeyUnusable::Touch(_) => "The security key could not be used; try again.",
+            });
+            sys::PAM_AUTH_ERR
+        }
         Outcome::Locked { retry_after } => {
             let minutes = retry_after.div_ceil(60).max(1);
             conversation.error(&format!(
@@ -300,10 +324,44 @@ fn finish(
 fn log_line(who: &LogLine, outcome: &Outcome) -> (Level, LogLine) {
     let line = who.clone();
     match outcome {
-        Outcome::Accepted { factor, .. } => (
-            Level::Info,
-            line.token("factor", factor.name())
-                .token("outcome", "success"),
+        Outcome::Accepted { factor, key, .. } => {
+            let line = line.token("factor", factor.name());
+            let line = match key {
+                Some(key) => line.token("key", key.as_str()),
+                None => line,
+            };
+            (Level::Info, line.token("outcome", "success"))
+        }
+        Outcome::KeyRefused { key, why } => {
+            let line = match key {
+                Some(key) => line.token("key", key.as_str()),
+                None => line,
+            };
+            // A counter that went back is a cloned key: worth an admin's attention.
+            let level = match why {
+                KeyRefusal::CounterRegressed { .. } => Level::Warning,
+                _ => Level::Notice,
+            };
+            (
+                level,
+                line.token("factor", "security-key")
+                    .token("outcome", "denied")
+                    .text("reason", &why.to_string()),
+            )
+        }
+        Outcome::KeyUnavailable(why) => (
+            Level::Notice,
+            line.token("factor", "security-key")
+                .token("outcome", "denied")
+                .text(
+                    "reason",
+                    &match why {
+                        KeyUnusable::Remote => {
+                            "remote login; the user has only security keys".into()
+                        }
+                        KeyUnusable::Touch(failure) => failure.to_string(),
+                    },
+                ),
         ),
         Outcome::Denied(denial) => (
             Level::Notice,
@@ -347,6 +405,14 @@ fn log_line(who: &LogLine, outcome: &Outcome) -> (Level, LogLine) {
                 .text("error", &e.to_string()),
         ),
     }
+}
+
+/// Whether a login's remote host is this machine: then a key plugged in here is the user's.
+fn is_local(rhost: Option<&str>) -> bool {
+    matches!(
+        rhost.unwrap_or(""),
+        "" | "localhost" | "127.0.0.1" | "::1" | "localhost.localdomain"
+    )
 }
 
 const IDENT: &str = "pam_twofold";

@@ -5,5 +5,6 @@ pub mod confirm_store;
 pub mod disable;
 pub mod enroll;
 pub mod import;
+pub mod keys;
 pub mod status;
 pub mod unlock;

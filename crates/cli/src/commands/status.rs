@@ -25,6 +25,18 @@ pub(crate) fn status(store: &FileStore, user: &UserName, json: bool) -> Result<(
         ),
         None => (None, 0, None, Vec::new()),
     };
+    let keys: Vec<serde_json::Value> = loaded
+        .as_ref()
+        .map(|(record, state)| {
+            record
+                .keys
+                .iter()
+                .map(|key| {
+                    super::keys::key_json(key, state.key_use(key.tag()).map(|u| u.last_used))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     if json {
         let value = serde_json::json!({
             "user": user.as_str(),
@@ -32,7 +44,7 @@ pub(crate) fn status(store: &FileStore, user: &UserName, json: bool) -> Result<(
             "backup_codes_left": left,
             "locked_until": locked_until,
             "hosts_locked_until": hosts_locked,
-            "keys": [],
+            "keys": keys,
         });
         println!("{value}");
         return Ok(());
@@ -50,6 +62,16 @@ pub(crate) fn status(store: &FileStore, user: &UserName, json: bool) -> Result<(
     }
     if loaded.is_some() {
         println!("backup codes left: {left}");
+        match keys.len() {
+            0 => println!("security keys: none"),
+            _ => println!(
+                "security keys: {}",
+                keys.iter()
+                    .filter_map(|k| k["name"].as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
         match locked_until {
             Some(until) => println!(
                 "locked: yes, for {} more min (twofold unlock --user {user})",

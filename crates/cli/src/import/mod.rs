@@ -2,3 +2,4 @@
 //! kept of them is decided by the core, under the user's lock.
 
 pub mod google_authenticator;
+pub mod pam_u2f;
