@@ -264,9 +264,13 @@ fn touch_key<S: Store>(
     let mut client_data_hash = [0u8; 32];
     getrandom::fill(&mut client_data_hash)
         .map_err(|e| KeyUnusable::Touch(TouchFailure::Failed(format!("no randomness: {e}"))))?;
-    let require_uv = policy.keys_require_uv || record.keys.iter().all(|k| k.user_verification);
     let assertion = keys
-        .touch(&record.keys, &client_data_hash, require_uv, prompter)
+        .touch(
+            &record.keys,
+            &client_data_hash,
+            policy.keys_require_uv,
+            prompter,
+        )
         .map_err(KeyUnusable::Touch)?;
     let decided = store.update(user, |record, state| {
         let now = clock.now();

@@ -286,6 +286,11 @@ pub fn check_keys(keys: &[SecurityKey]) -> Result<(), RecordError> {
         )));
     }
     for (i, key) in keys.iter().enumerate() {
+        // What a key (or a browser) returned is checked here too, on every write path: a record
+        // that would not parse back would lock the user out of every factor.
+        security_key::check_credential_id(&key.credential_id)
+            .and_then(|()| security_key::check_rp_id(&key.rp_id))
+            .map_err(|e| RecordError::Keys(format!("key {}: {e}", key.name)))?;
         for other in &keys[..i] {
             if other.name == key.name {
                 return Err(RecordError::Keys(format!(

@@ -154,14 +154,15 @@ impl SecurityKey {
 /// How the core asks a plugged-in security key for an assertion. The front door speaks to the
 /// device; the core picks the challenge and verifies the answer.
 pub trait KeyToucher {
-    /// Asks a key holding one of `keys` to sign `client_data_hash`, with the user's touch (and
-    /// PIN or biometrics when `user_verification`). Shows the cue through `prompter` when the
-    /// key asks for the touch, and asks for a PIN through it when the key needs one.
+    /// Asks a key holding one of `keys` to sign `client_data_hash`, with the user's touch, and
+    /// with user verification (PIN or biometrics) for the keys registered so, or for all of them
+    /// when `all_verify`. Shows the cue through `prompter` when the key asks for the touch, and
+    /// asks for a PIN through it when the key needs one.
     fn touch(
         &mut self,
         keys: &[SecurityKey],
         client_data_hash: &[u8; 32],
-        user_verification: bool,
+        all_verify: bool,
         prompter: &mut dyn Prompter,
     ) -> Result<Assertion, TouchFailure>;
 }

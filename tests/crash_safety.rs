@@ -221,6 +221,7 @@ fn two_states(host: &Host, user: &str) -> (Slotted, Slotted) {
     let newer = host.slotted(user);
     assert_eq!(newer.state.last_step, 2_000);
     let older = Slotted {
+        old_layout: false,
         generation: newer.generation - 1,
         state: State {
             last_step: 1_000,

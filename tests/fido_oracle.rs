@@ -5,7 +5,9 @@
 //! One way, fido2's WebAuthn server accepts what the software key makes (registrations with
 //! "none" and "packed" self attestation, assertions, U2F registrations and signatures) and
 //! refuses those things altered. The other way, the core's verifier accepts assertions that
-//! fido2 and `cryptography` made and refuses them with any sampled bit flipped.
+//! fido2 and `cryptography` made and refuses them with any sampled bit flipped. And crates/fido's
+//! PIN/UV auth protocols 1 and 2 (key agreement, kdf, encrypt, decrypt, authenticate) agree
+//! byte for byte with fido2's PinProtocolV1 and PinProtocolV2 on fixed inputs.
 //!
 //! With CI=true a missing venv fails the tests; elsewhere they skip with a note.
 
@@ -18,8 +20,10 @@ use sha2::{Digest, Sha256};
 use twofold_core::cbor::{self, Value};
 use twofold_core::key_assertion::{rp_id_hash, verify, verify_es256};
 use twofold_core::security_key::PublicKey;
+use twofold_fido::pin::{self, Protocol};
 use twofold_tests::files::TempDir;
 use twofold_tests::soft_key::{Alg, Attestation, Report, SoftKey, BROADCAST_CHANNEL};
+use zeroize::Zeroizing;
 
 const RP_ID: &str = "wiki.example";
 const ORIGIN: &str = "https://wiki.example";
@@ -188,6 +192,136 @@ fn the_core_verifier_accepts_what_fido2_makes_and_refuses_flipped_bits() {
             );
         }
     }
+}
+
+#[test]
+fn fido2_pin_protocols_agree_with_ours_byte_for_byte() {
+    let Some(python) = oracle_python() else {
+        return;
+    };
+    let iv = [0x3c; 16];
+    let client_data_hash: [u8; 32] = Sha256::digest(b"pin oracle").into();
+    let mut ours = Vec::new();
+    let mut cases = Vec::new();
+    for (protocol, token_length) in [
+        (Protocol::One, 16),
+        (Protocol::One, 32),
+        (Protocol::Two, 32),
+    ] {
+        let name = format!("protocol-{}-token-{token_length}", protocol.number());
+        let authenticator_scalar: [u8; 32] = Sha256::digest(format!("{name}/authenticator")).into();
+        let platform_scalar: [u8; 32] = Sha256::digest(format!("{name}/platform")).into();
+        let authenticator_key = cose_key_agreement(&authenticator_scalar);
+        let (platform_key, shared) = pin::agree(
+            protocol,
+            &Zeroizing::new(platform_scalar),
+            &authenticator_key,
+        )
+        .unwrap();
+        let pin = "1234-äö";
+        let pin_hash = &Sha256::digest(pin.as_bytes())[..16];
+        let pin_hash_enc = shared.encrypt_with_iv(&iv, pin_hash).unwrap();
+        let token: Vec<u8> = Sha256::digest(format!("{name}/token"))[..token_length].to_vec();
+        let coordinate = |label| hex(platform_key.get(label).unwrap().as_bytes().unwrap());
+        cases.push(json!({
+            "name": name,
+            "protocol": protocol.number(),
+            "authenticator_scalar": hex(&authenticator_scalar),
+            "platform_key": { "x": coordinate(-2), "y": coordinate(-3) },
+            "iv": hex(&iv),
+            "pin": pin,
+            "token": hex(&token),
+            "client_data_hash": hex(&client_data_hash),
+            "our_pin_hash_enc": hex(&pin_hash_enc),
+        }));
+        ours.push((
+            name,
+            protocol,
+            platform_scalar,
+            shared,
+            pin_hash.to_vec(),
+            pin_hash_enc,
+            token,
+        ));
+    }
+    let dir = TempDir::new("fido-oracle-pin");
+    let input = dir.path().join("pin.json");
+    std::fs::write(&input, json!({ "cases": cases }).to_string()).unwrap();
+    let results = run_oracle(&python, &["pin".as_ref(), input.as_os_str()]);
+    for (name, protocol, platform_scalar, shared, pin_hash, pin_hash_enc, token) in ours {
+        let theirs = &results["results"][&name];
+        let field = |key: &str| {
+            unhex(
+                theirs[key]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{name}: {key}")),
+            )
+        };
+        assert_eq!(
+            hex(&shared.bytes()),
+            theirs["shared_secret"],
+            "{name}: kdf(Z)"
+        );
+        assert_eq!(field("pin_hash_enc"), pin_hash_enc, "{name}: encrypt");
+        assert_eq!(
+            field("their_pin_hash"),
+            pin_hash,
+            "{name}: fido2 decrypts ours"
+        );
+        assert_eq!(
+            shared.decrypt(&field("token_enc")).unwrap()[..],
+            token[..],
+            "{name}: we decrypt fido2's"
+        );
+        assert_eq!(
+            field("param"),
+            pin::authenticate(protocol, &token, &client_data_hash),
+            "{name}: authenticate(token, clientDataHash)"
+        );
+        assert_eq!(
+            field("shared_mac"),
+            shared.authenticate(&client_data_hash),
+            "{name}: authenticate(sharedSecret, ...)"
+        );
+        assert_eq!(field("valid_token"), token);
+        // fido2's own ephemeral key, against our platform key: the same secret both ways.
+        let encapsulated = &theirs["encapsulated"];
+        let their_key = Value::int_map([
+            (1, Value::Int(2)),
+            (3, Value::Int(-25)),
+            (-1, Value::Int(1)),
+            (-2, Value::Bytes(unhex(encapsulated["x"].as_str().unwrap()))),
+            (-3, Value::Bytes(unhex(encapsulated["y"].as_str().unwrap()))),
+        ]);
+        let (_, agreed) =
+            pin::agree(protocol, &Zeroizing::new(platform_scalar), &their_key).unwrap();
+        assert_eq!(
+            hex(&agreed.bytes()),
+            encapsulated["shared_secret"],
+            "{name}: fido2's encapsulate"
+        );
+    }
+    assert_eq!(
+        results["results"].as_object().map(|r| r.len()),
+        Some(3),
+        "{results}"
+    );
+}
+
+/// The COSE key agreement key (EC2, P-256, ECDH-ES+HKDF-256) of a private scalar.
+fn cose_key_agreement(scalar: &[u8; 32]) -> Value {
+    use p256::elliptic_curve::sec1::ToSec1Point;
+    let point = p256::SecretKey::from_slice(scalar)
+        .unwrap()
+        .public_key()
+        .to_sec1_point(false);
+    Value::int_map([
+        (1, Value::Int(2)),
+        (3, Value::Int(-25)),
+        (-1, Value::Int(1)),
+        (-2, Value::Bytes(point.x().unwrap().to_vec())),
+        (-3, Value::Bytes(point.y().unwrap().to_vec())),
+    ])
 }
 
 /// A registration as a browser would pass it on: clientDataJSON and the attestation object.

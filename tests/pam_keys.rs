@@ -151,6 +151,37 @@ fn without_a_key_or_from_a_remote_host_the_code_prompt_follows() {
 }
 
 #[test]
+fn sudo_in_an_ssh_session_and_sshd_itself_ask_for_a_code_not_the_key() {
+    let host = host();
+    let alice = host.enroll("alice");
+    let (soft, registered) = key_with_credential(Alg::Es256, "blue");
+    register(&host, "alice", &registered);
+    let plugged = plug(&host, soft);
+    // sudo sets no PAM_RHOST; inside an SSH session its terminal is a pseudo-terminal (with no
+    // logind record of the session to say otherwise, as on this machine).
+    let mut session = Session::start(&host.confdir, "twofold", "alice", &[&alice.code(0)]);
+    session.set_tty("/dev/pts/3");
+    session.authenticate(0);
+    let login = session.finish();
+    login.assert_rc(PAM_SUCCESS).assert_only_prompt(CODE_PROMPT);
+    // sshd's own stack, even from localhost.
+    host.service("sshd", "");
+    let mut session = Session::start(&host.confdir, "sshd", "alice", &[&alice.code(1)]);
+    session.set_rhost("127.0.0.1");
+    session.authenticate(0);
+    session
+        .finish()
+        .assert_rc(PAM_SUCCESS)
+        .assert_only_prompt(CODE_PROMPT);
+    assert_eq!(plugged.key().signatures(), 0, "the key was never asked");
+    // The console's own terminal is one.
+    let mut session = Session::start(&host.confdir, "twofold", "alice", &[]);
+    session.set_tty("/dev/tty1");
+    session.authenticate(0);
+    session.finish().assert_rc(PAM_SUCCESS);
+}
+
+#[test]
 fn no_touch_before_the_timeout_cancels_and_falls_back_to_a_code() {
     let host = host();
     let alice = host.enroll("alice");
@@ -169,6 +200,34 @@ fn no_touch_before_the_timeout_cancels_and_falls_back_to_a_code() {
         1,
         "the module cancelled the request at its deadline"
     );
+}
+
+#[test]
+fn a_pin_key_asks_for_its_pin_through_pam_and_a_wrong_one_says_the_tries_left() {
+    let host = host();
+    let alice = host.enroll("alice");
+    let (soft, mut registered) = credential_on(
+        SoftKey::new().pin("4711").touch(Touch::After(1)),
+        Alg::Es256,
+        "blue",
+    );
+    registered.user_verification = true;
+    register(&host, "alice", &registered);
+    let _plugged = plug(&host, soft);
+    // The right PIN: asked hidden before the touch, and the assertion carries UV.
+    let login = host.login("alice", &["4711"]);
+    login.assert_rc(PAM_SUCCESS);
+    assert_eq!(login.prompts(), ["Security key PIN: "]);
+    assert_eq!(login.infos(), [CUE]);
+    // A wrong PIN: the key's count of tries left, then the code prompt.
+    let login = host.login("alice", &["0000", &alice.code(0)]);
+    login.assert_rc(PAM_SUCCESS);
+    assert_eq!(login.prompts(), ["Security key PIN: ", CODE_PROMPT]);
+    assert_eq!(login.errors(), ["Wrong PIN; the key allows 7 more tries."]);
+    // No PIN given (Enter): the code prompt follows, nothing is tried on the key.
+    let login = host.login("alice", &["", &alice.code(1)]);
+    login.assert_rc(PAM_SUCCESS);
+    assert_eq!(login.prompts(), ["Security key PIN: ", CODE_PROMPT]);
 }
 
 #[test]
@@ -264,6 +323,32 @@ fn twofold(host: &Host, args: &[&str]) -> Run {
         .args(args)
         .output()
         .expect("run twofold");
+    Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs the CLI with `input` on its stdin (no terminal: a PIN is read from there).
+fn twofold_with_input(host: &Host, args: &[&str], input: &str) -> Run {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_twofold-tested"))
+        .arg("--config")
+        .arg(&host.config)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run twofold");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
     Run {
         ok: out.status.success(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -367,6 +452,34 @@ fn keys_add_registers_the_plugged_in_key_which_then_logs_in() {
     );
     let missing = twofold(&host, &["keys", "remove", "green"]);
     assert!(!missing.ok && missing.stderr.contains("no key named green"));
+}
+
+#[test]
+fn keys_add_with_pin_registers_a_key_that_must_verify_the_user() {
+    let host = host();
+    let user = me();
+    let code = host.enroll(&user).code(0);
+    let _plugged = plug(&host, SoftKey::new().pin("4711").touch(Touch::After(1)));
+    let wrong = twofold_with_input(&host, &["keys", "add", "blue", "--pin"], "0000\n");
+    assert!(!wrong.ok, "{}", wrong.stdout);
+    assert!(
+        wrong
+            .stderr
+            .contains("wrong PIN; the key allows 7 more tries"),
+        "{}",
+        wrong.stderr
+    );
+    let added = twofold_with_input(&host, &["keys", "add", "blue", "--pin"], "4711\n");
+    assert!(added.ok, "{}", added.stderr);
+    let listed = twofold(&host, &["keys", "list", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(json["keys"][0]["user_verification"], true);
+    // At login the PIN is asked, and without it only a code gets in.
+    let login = host.login(&user, &["", &code]);
+    login.assert_rc(PAM_SUCCESS);
+    assert_eq!(login.prompts(), ["Security key PIN: ", CODE_PROMPT]);
+    let login = host.login(&user, &["4711"]);
+    login.assert_rc(PAM_SUCCESS);
 }
 
 #[test]

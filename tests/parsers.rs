@@ -644,6 +644,7 @@ fn state() -> impl Strategy<Value = Slotted> {
         vec(any::<(u64, u32, u64)>(), 0..=MAX_KEYS + 3),
     )
         .prop_map(|(words, failures, locks, uses)| Slotted {
+            old_layout: false,
             generation: words[0],
             state: State {
                 last_step: words[1],
@@ -683,6 +684,7 @@ fn trimmed(slotted: &Slotted) -> Slotted {
     let keep = state.failures.len().saturating_sub(MAX_FAILURES);
     let keep_uses = state.key_uses.len().saturating_sub(MAX_KEYS);
     Slotted {
+        old_layout: slotted.old_layout,
         generation: slotted.generation,
         state: State {
             failures: state.failures[keep..].to_vec(),

@@ -1,20 +1,26 @@
 //! The software security key, driven report by report from a minimal host written here (not
 //! crates/fido), and its signatures checked with the core's verifier: CTAPHID framing and its
 //! errors, makeCredential and getAssertion in ES256 and EdDSA, touch, cancel, busy channels,
-//! counters, U2F, the deliberate faults, and the unix socket it is served on.
+//! counters, U2F, the deliberate faults, and the unix socket it is served on. At the end, the
+//! key's clientPIN (PIN/UV auth protocols 1 and 2) meets crates/fido's host side.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use twofold_core::cbor::{self, Value};
 use twofold_core::key_assertion::{rp_id_hash, verify_es256, AssertionError};
+use twofold_fido::TouchError;
 use twofold_tests::files::TempDir;
 use twofold_tests::soft_key::{
     Alg, Attestation, Fault, Report, SignCount, SoftKey, Touch, BROADCAST_CHANNEL, MAX_MESSAGE,
 };
+use zeroize::Zeroizing;
 
 const RP_ID: &str = "wiki.example";
 
@@ -1180,4 +1186,324 @@ fn a_cancel_sent_just_before_hanging_up_is_seen_once_the_host_is_gone() {
     assert!(server.wait_for_hangup(Duration::from_secs(5)));
     assert_eq!(server.key().cancellations(), 1);
     assert!(!server.key().waiting_for_touch());
+}
+
+// clientPIN end to end: crates/fido's host side (its touch layer, the one the module and the CLI
+// call) against the software key's device side, report by report. The two were written apart,
+// from the spec; Python's fido2 checks the host's PIN protocol primitives (tests/fido_oracle.rs).
+
+/// crates/fido's view of the software key: what the key answers is queued, and a receive with
+/// nothing queued is one keepalive interval.
+struct Wired {
+    key: Rc<RefCell<SoftKey>>,
+    queued: VecDeque<Report>,
+}
+
+impl Wired {
+    fn plugged(key: &Rc<RefCell<SoftKey>>) -> Vec<Box<dyn twofold_fido::Transport>> {
+        vec![Box::new(Wired {
+            key: Rc::clone(key),
+            queued: VecDeque::new(),
+        })]
+    }
+}
+
+impl twofold_fido::Transport for Wired {
+    fn send(&mut self, report: &Report) -> std::io::Result<()> {
+        let out = self.key.borrow_mut().receive_report(*report);
+        self.queued.extend(out);
+        Ok(())
+    }
+
+    fn receive(&mut self, timeout: Duration) -> std::io::Result<Option<Report>> {
+        if self.queued.is_empty() {
+            let out = self.key.borrow_mut().tick();
+            self.queued.extend(out);
+        }
+        let report = self.queued.pop_front();
+        if report.is_none() {
+            std::thread::sleep(timeout.min(Duration::from_millis(5)));
+        }
+        Ok(report)
+    }
+
+    fn describe(&self) -> String {
+        "soft key".into()
+    }
+}
+
+const PIN: &str = "8421";
+
+/// A key with `PIN` and one ES256 credential for RP_ID; its id and COSE public key.
+fn pin_key(key: SoftKey) -> (Rc<RefCell<SoftKey>>, Vec<u8>, Vec<u8>) {
+    let mut key = key.pin(PIN);
+    let (id, public_key) = key.add_credential(RP_ID, Alg::Es256);
+    (Rc::new(RefCell::new(key)), id, public_key)
+}
+
+/// What a login through crates/fido came to.
+type Login = Result<(String, twofold_fido::Assertion), TouchError>;
+
+/// A login with user verification through crates/fido, giving `pin`; what the PIN prompt was
+/// told of the retries, and the outcome.
+fn verified_login(
+    key: &Rc<RefCell<SoftKey>>,
+    id: &[u8],
+    pin: Option<&str>,
+) -> (Vec<Option<u32>>, Login) {
+    let mut asked = Vec::new();
+    let result = twofold_fido::get_assertion(
+        Wired::plugged(key),
+        &[(RP_ID, vec![id.to_vec()])],
+        &client_data_hash("pin-login"),
+        Instant::now() + Duration::from_secs(10),
+        true,
+        &mut |retries| {
+            asked.push(retries);
+            pin.map(|pin| Zeroizing::new(pin.to_string()))
+        },
+        &mut || {},
+    );
+    (asked, result)
+}
+
+#[test]
+fn the_right_pin_gets_an_assertion_with_uv_that_the_core_verifies() {
+    let (key, id, public_key) = pin_key(SoftKey::new());
+    let (asked, result) = verified_login(&key, &id, Some(PIN));
+    assert_eq!(asked, [Some(8)]);
+    let (rp_id, assertion) = result.unwrap();
+    assert_eq!(rp_id, RP_ID);
+    let verified = verify_es256(
+        &sec1_point(&public_key),
+        RP_ID,
+        &assertion.auth_data,
+        &client_data_hash("pin-login"),
+        &assertion.signature,
+    )
+    .unwrap();
+    assert!(verified.user_verified);
+    assert_eq!(assertion.auth_data[32] & 0x05, 0x05, "UP and UV");
+    assert_eq!(key.borrow().pin_retries(), 8);
+}
+
+#[test]
+fn a_wrong_pin_is_reported_with_the_tries_left_which_count_down() {
+    let (key, id, _) = pin_key(SoftKey::new());
+    let (asked, result) = verified_login(&key, &id, Some("0000"));
+    assert_eq!(asked, [Some(8)]);
+    assert_eq!(
+        result.unwrap_err(),
+        TouchError::WrongPin {
+            retries_left: Some(7)
+        }
+    );
+    let (asked, result) = verified_login(&key, &id, Some("1111"));
+    assert_eq!(asked, [Some(7)]);
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "wrong PIN; the key allows 6 more tries"
+    );
+    // Only the silent probes signed, never a touched assertion.
+    assert_eq!(key.borrow().signatures(), 2);
+    // The right PIN restores the count.
+    let (asked, result) = verified_login(&key, &id, Some(PIN));
+    assert_eq!(asked, [Some(6)]);
+    result.unwrap();
+    assert_eq!(key.borrow().pin_retries(), 8);
+}
+
+#[test]
+fn three_wrong_pins_block_until_replugged_and_eight_block_for_good() {
+    let (key, id, _) = pin_key(SoftKey::new());
+    for _ in 0..2 {
+        assert!(matches!(
+            verified_login(&key, &id, Some("0000")).1,
+            Err(TouchError::WrongPin { .. })
+        ));
+    }
+    assert_eq!(
+        verified_login(&key, &id, Some("0000")).1.unwrap_err(),
+        TouchError::PinAuthBlocked
+    );
+    // Even the right PIN, until the key is replugged; the blocked attempt costs no retry.
+    assert_eq!(
+        verified_login(&key, &id, Some(PIN)).1.unwrap_err(),
+        TouchError::PinAuthBlocked
+    );
+    assert_eq!(key.borrow().pin_retries(), 5);
+    key.borrow_mut().replug();
+    verified_login(&key, &id, Some(PIN)).1.unwrap();
+
+    for left in (1..8).rev() {
+        let (_, result) = verified_login(&key, &id, Some("0000"));
+        assert_eq!(
+            result.unwrap_err(),
+            TouchError::WrongPin {
+                retries_left: Some(left)
+            }
+        );
+        key.borrow_mut().replug();
+    }
+    assert_eq!(
+        verified_login(&key, &id, Some("0000")).1.unwrap_err(),
+        TouchError::PinBlocked
+    );
+    key.borrow_mut().replug();
+    // Blocked for good: the user is not even asked.
+    let (asked, result) = verified_login(&key, &id, Some(PIN));
+    assert!(asked.is_empty());
+    assert_eq!(result.unwrap_err(), TouchError::PinBlocked);
+}
+
+#[test]
+fn protocol_1_and_ctap_2_0_pin_tokens_work_end_to_end() {
+    for (label, key) in [
+        ("protocol 1", SoftKey::new().pin_protocol_1_only()),
+        ("no permissions", SoftKey::new().pin_without_permissions()),
+        (
+            "protocol 1, no permissions",
+            SoftKey::new()
+                .pin_protocol_1_only()
+                .pin_without_permissions(),
+        ),
+    ] {
+        let (key, id, public_key) = pin_key(key);
+        let (_, result) = verified_login(&key, &id, Some(PIN));
+        let (_, assertion) = result.unwrap_or_else(|e| panic!("{label}: {e}"));
+        let verified = verify_es256(
+            &sec1_point(&public_key),
+            RP_ID,
+            &assertion.auth_data,
+            &client_data_hash("pin-login"),
+            &assertion.signature,
+        )
+        .unwrap();
+        assert!(verified.user_verified, "{label}");
+        assert_eq!(
+            verified_login(&key, &id, Some("0000")).1.unwrap_err(),
+            TouchError::WrongPin {
+                retries_left: Some(7)
+            },
+            "{label}"
+        );
+    }
+}
+
+#[test]
+fn a_key_without_a_pin_says_to_set_one_and_a_key_without_pin_support_cannot_verify() {
+    let mut key = SoftKey::new().client_pin(Some(false));
+    let (id, _) = key.add_credential(RP_ID, Alg::Es256);
+    let key = Rc::new(RefCell::new(key));
+    let (asked, result) = verified_login(&key, &id, Some(PIN));
+    assert!(asked.is_empty());
+    let error = result.unwrap_err();
+    assert_eq!(error, TouchError::PinNotSet);
+    assert!(error.to_string().contains("set a PIN"), "{error}");
+
+    let (key, id, _) = SoftKey::with_credential(RP_ID, Alg::Es256);
+    let key = Rc::new(RefCell::new(key));
+    assert_eq!(
+        verified_login(&key, &id, Some(PIN)).1.unwrap_err(),
+        TouchError::VerificationUnsupported
+    );
+    // And a user who gives no PIN gets no assertion.
+    let (key, id, _) = pin_key(SoftKey::new());
+    let (asked, result) = verified_login(&key, &id, None);
+    assert_eq!(asked, [Some(8)]);
+    assert_eq!(result.unwrap_err(), TouchError::PinRequired);
+    assert_eq!(key.borrow().pin_retries(), 8);
+}
+
+#[test]
+fn a_credential_registered_with_the_pin_is_made_with_uv() {
+    let key = Rc::new(RefCell::new(SoftKey::new().pin(PIN)));
+    let hash = client_data_hash("pin-register");
+    let registration = twofold_fido::touch::Registration {
+        rp_id: RP_ID,
+        user_name: "alice",
+        user_id: b"alice-handle",
+        client_data_hash: &hash,
+        exclude: &[],
+        require_uv: true,
+    };
+    let made = twofold_fido::make_credential(
+        Wired::plugged(&key),
+        &registration,
+        Instant::now() + Duration::from_secs(10),
+        &mut |_| Some(Zeroizing::new(PIN.to_string())),
+        &mut || {},
+    )
+    .unwrap();
+    assert_eq!(made.auth_data[32], 0x45, "UP | UV | AT");
+    let (asked, result) = verified_login(&key, &made.credential_id, Some(PIN));
+    assert_eq!(asked, [Some(8)]);
+    assert_eq!(result.unwrap().1.auth_data[32] & 0x05, 0x05);
+}
+
+#[test]
+fn the_key_wants_its_pin_for_uv_and_refuses_a_forged_or_misbound_pin_auth_param() {
+    let (key, id, _) = pin_key(SoftKey::new());
+    let key = Rc::try_unwrap(key).ok().unwrap().into_inner();
+    let mut host = Host::new(key);
+    let hash = client_data_hash("raw");
+    let with_uv = |request: Value| {
+        let Value::Map(mut entries) = request else {
+            unreachable!()
+        };
+        entries.retain(|(k, _)| *k != Value::Int(5));
+        entries.push((Value::Int(5), Value::text_map([("uv", Value::Bool(true))])));
+        Value::Map(entries)
+    };
+    assert_eq!(
+        host.ctap2(
+            GET_ASSERTION,
+            Some(with_uv(get_assertion_request(RP_ID, &hash, &[&id], None)))
+        ),
+        (0x36, None),
+        "PIN_REQUIRED"
+    );
+    let with_param = |param: Vec<u8>, protocol: i64| {
+        let Value::Map(mut entries) = get_assertion_request(RP_ID, &hash, &[&id], None) else {
+            unreachable!()
+        };
+        entries.push((Value::Int(6), Value::Bytes(param)));
+        entries.push((Value::Int(7), Value::Int(protocol)));
+        Value::Map(entries)
+    };
+    // No token was handed out yet: nothing can match.
+    assert_eq!(
+        host.ctap2(GET_ASSERTION, Some(with_param(vec![0; 32], 2))),
+        (0x33, None),
+        "PIN_AUTH_INVALID"
+    );
+    assert_eq!(
+        host.ctap2(GET_ASSERTION, Some(with_param(vec![0; 32], 3))),
+        (0x02, None),
+        "an unknown protocol is an invalid parameter"
+    );
+    let (status, retries) = host.ctap2(
+        0x06,
+        Some(Value::int_map([(1, Value::Int(2)), (2, Value::Int(1))])),
+    );
+    assert_eq!(status, 0);
+    assert_eq!(retries.unwrap().get(3), Some(&Value::Int(8)));
+    let (status, agreement) = host.ctap2(
+        0x06,
+        Some(Value::int_map([(1, Value::Int(2)), (2, Value::Int(2))])),
+    );
+    assert_eq!(status, 0);
+    let agreement = agreement.unwrap();
+    let cose = agreement.get(1).unwrap();
+    for (label, value) in [(1, 2), (3, -25), (-1, 1)] {
+        assert_eq!(cose.get(label), Some(&Value::Int(value)));
+    }
+    assert_eq!(
+        host.ctap2(
+            0x06,
+            Some(Value::int_map([(1, Value::Int(2)), (2, Value::Int(0x7f))]))
+        ),
+        (0x3e, None),
+        "INVALID_SUBCOMMAND"
+    );
 }

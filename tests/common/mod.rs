@@ -42,6 +42,7 @@ pub const PAM_SILENT: i32 = 0x8000;
 
 pub const PAM_FAIL_DELAY: c_int = 10;
 pub const PAM_RHOST: c_int = 4;
+pub const PAM_TTY: c_int = 3;
 pub const PAM_PROMPT_ECHO_OFF: c_int = 1;
 pub const PAM_PROMPT_ECHO_ON: c_int = 2;
 pub const PAM_ERROR_MSG: c_int = 3;
@@ -225,6 +226,14 @@ impl Session {
         // SAFETY: the handle is live; libpam copies the string item.
         let rc = unsafe { pam_set_item(self.handle, PAM_RHOST, rhost.as_ptr().cast()) };
         assert_eq!(rc, PAM_SUCCESS, "pam_set_item(PAM_RHOST)");
+    }
+
+    /// Sets `PAM_TTY`, as login, sudo and su do.
+    pub fn set_tty(&mut self, tty: &str) {
+        let tty = CString::new(tty).unwrap();
+        // SAFETY: the handle is live; libpam copies the string item.
+        let rc = unsafe { pam_set_item(self.handle, PAM_TTY, tty.as_ptr().cast()) };
+        assert_eq!(rc, PAM_SUCCESS, "pam_set_item(PAM_TTY)");
     }
 
     /// `pam_authenticate(flags)`.

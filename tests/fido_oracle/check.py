@@ -2,6 +2,8 @@
 
     check.py verify CASES.json   verifies what the software key made, prints one result per case
     check.py make SEED           makes assertions with keys derived from SEED, prints them
+    check.py pin CASES.json      computes the PIN/UV auth protocols' values for each case with
+                                 fido2's PinProtocolV1 and PinProtocolV2, prints them
 
 Everything binary is hex in the JSON. `verify` never raises on a bad case: it reports
 {"ok": false, "error": ...} so that the Rust side decides what must be accepted and refused.
@@ -10,6 +12,7 @@ Everything binary is hex in the JSON. `verify` never raises on a bad case: it re
 import hashlib
 import json
 import sys
+from unittest import mock
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -24,6 +27,7 @@ from fido2.attestation import (
 )
 from fido2.cose import ES256, CoseKey, EdDSA
 from fido2.ctap1 import RegistrationData, SignatureData
+from fido2.ctap2 import pin as fido2_pin
 from fido2.server import Fido2Server
 from fido2.utils import websafe_encode
 from fido2.webauthn import (
@@ -50,6 +54,10 @@ def main(argv):
         print(json.dumps({"results": results}))
     elif len(argv) == 3 and argv[1] == "make":
         print(json.dumps({"cases": make(argv[2])}))
+    elif len(argv) == 3 and argv[1] == "pin":
+        with open(argv[2]) as f:
+            cases = json.load(f)["cases"]
+        print(json.dumps({"results": {case["name"]: pin(case) for case in cases}}))
     else:
         print(__doc__, file=sys.stderr)
         return 2
@@ -214,6 +222,44 @@ def make(seed):
             }
         )
     return cases
+
+
+def pin(case):
+    """One PIN/UV auth protocol case, the authenticator's way round: fido2's kdf over the ECDH
+    of the fixed authenticator key and the host's platform key, encrypt (with the case's IV),
+    decrypt of what the host encrypted, authenticate; and fido2's own encapsulate against the
+    host's platform key, for the host to agree with."""
+    protocol = {1: fido2_pin.PinProtocolV1, 2: fido2_pin.PinProtocolV2}[case["protocol"]]()
+    authenticator = ec.derive_private_key(
+        int(case["authenticator_scalar"], 16), ec.SECP256R1()
+    )
+    platform = case["platform_key"]
+    platform_public = ec.EllipticCurvePublicNumbers(
+        int(platform["x"], 16), int(platform["y"], 16), ec.SECP256R1()
+    ).public_key()
+    shared = protocol.kdf(authenticator.exchange(ec.ECDH(), platform_public))
+    pin_hash = hashlib.sha256(case["pin"].encode()).digest()[:16]
+    iv = unhex(case, "iv")
+    with mock.patch.object(fido2_pin.os, "urandom", lambda n: iv[:n]):
+        pin_hash_enc = protocol.encrypt(shared, pin_hash)
+    token = unhex(case, "token")
+    client_data_hash = unhex(case, "client_data_hash")
+    peer = {1: 2, 3: -25, -1: 1, -2: bytes.fromhex(platform["x"]), -3: bytes.fromhex(platform["y"])}
+    key_agreement, encapsulated = protocol.encapsulate(peer)
+    return {
+        "shared_secret": shared.hex(),
+        "pin_hash_enc": pin_hash_enc.hex(),
+        "their_pin_hash": protocol.decrypt(shared, unhex(case, "our_pin_hash_enc")).hex(),
+        "token_enc": protocol.encrypt(shared, token).hex(),
+        "param": protocol.authenticate(token, client_data_hash).hex(),
+        "shared_mac": protocol.authenticate(shared, client_data_hash).hex(),
+        "valid_token": protocol.validate_token(token).hex(),
+        "encapsulated": {
+            "x": key_agreement[-2].hex(),
+            "y": key_agreement[-3].hex(),
+            "shared_secret": encapsulated.hex(),
+        },
+    }
 
 
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551

@@ -1,7 +1,8 @@
 //! A software FIDO2/U2F security key for tests: the *device* side of CTAPHID (CTAP 2.1 §11.2)
 //! over 64-byte reports, the CTAP2 commands authenticatorGetInfo, authenticatorMakeCredential,
-//! authenticatorGetAssertion and authenticatorSelection (§6), and the U2F register and
-//! authenticate APDUs, written from the specifications and not from the host code it tests.
+//! authenticatorGetAssertion, authenticatorClientPIN (PIN/UV auth protocols 1 and 2, §6.5) and
+//! authenticatorSelection (§6), and the U2F register and authenticate APDUs, written from the
+//! specifications and not from the host code it tests.
 //!
 //! Its core is deterministic: `receive_report` takes one report from the host and returns the
 //! reports the device sends back, and `tick` is one keepalive interval while it waits for a
@@ -24,6 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use p256::ecdsa::signature::Signer as _;
+use p256::elliptic_curve::sec1::ToSec1Point as _;
 use sha2::{Digest, Sha256};
 use twofold_core::cbor::{self, Value};
 
@@ -104,6 +106,9 @@ pub struct SoftKey {
     attestation_key: p256::ecdsa::SigningKey,
     busy_for: u32,
     client_pin: Option<bool>,
+    pin_hash: Option<[u8; 16]>,
+    pin_protocols: Vec<i64>,
+    pin_permissions: bool,
     credentials: HashMap<Vec<u8>, Credential>,
     fault: Option<(Fault, u8)>,
     sign_count: SignCount,
@@ -119,6 +124,12 @@ pub struct SoftKey {
     last_credential: Option<Vec<u8>>,
     signatures: u32,
     cancellations: u32,
+    // The PIN's state: retries survive a replug, the rest is per power-up.
+    pin_retries: u8,
+    wrong_pins_since_plugged: u8,
+    key_agreement: p256::SecretKey,
+    pin_token: [u8; 32],
+    token_grant: Option<TokenGrant>,
 }
 
 /// A `SoftKey` served on a unix socket by a background thread, until this is dropped.
@@ -145,6 +156,9 @@ impl SoftKey {
             attestation_key: random_p256_key(),
             busy_for: 0,
             client_pin: None,
+            pin_hash: None,
+            pin_protocols: vec![2, 1],
+            pin_permissions: true,
             credentials: HashMap::new(),
             fault: None,
             sign_count: SignCount::Incrementing,
@@ -159,6 +173,11 @@ impl SoftKey {
             last_credential: None,
             signatures: 0,
             cancellations: 0,
+            pin_retries: PIN_RETRIES,
+            wrong_pins_since_plugged: 0,
+            key_agreement: random_p256_secret(),
+            pin_token: random_token(),
+            token_grant: None,
         }
     }
 
@@ -200,11 +219,47 @@ impl SoftKey {
     }
 
     /// What getInfo says of a PIN: `None` no PIN support (the default), `Some(false)` supported
-    /// but not set, `Some(true)` set. The PIN protocol itself is not implemented: a request
-    /// with pinUvAuthParam is refused.
+    /// but not set, `Some(true)` set (to a PIN nobody knows, unless `pin` set it).
     pub fn client_pin(mut self, client_pin: Option<bool>) -> SoftKey {
         self.client_pin = client_pin;
         self
+    }
+
+    /// A key whose PIN is `pin` (clientPIN, PIN/UV auth protocols 2 and 1, with permissions):
+    /// its tokens authorize makeCredential and getAssertion and set the UV flag.
+    pub fn pin(mut self, pin: &str) -> SoftKey {
+        self.client_pin = Some(true);
+        self.pin_hash = Some(left_16(&Sha256::digest(pin.as_bytes())));
+        self
+    }
+
+    /// Offers only PIN/UV auth protocol 1 (getInfo lists `[1]`; protocol 2 is refused).
+    pub fn pin_protocol_1_only(mut self) -> SoftKey {
+        self.pin_protocols = vec![1];
+        self
+    }
+
+    /// A CTAP 2.0-style PIN: no "pinUvAuthToken" option, and no
+    /// getPinUvAuthTokenUsingPinWithPermissions (getPinToken's tokens are not bound to an rp).
+    pub fn pin_without_permissions(mut self) -> SoftKey {
+        self.pin_permissions = false;
+        self
+    }
+
+    /// How many PIN attempts are left (8 at first, back to 8 at a right PIN).
+    pub fn pin_retries(&self) -> u8 {
+        self.pin_retries
+    }
+
+    /// Unplugs the key and plugs it in again: the transaction in flight is gone, and so are the
+    /// count of wrong PINs since it was plugged in (PIN_AUTH_BLOCKED), its key agreement key
+    /// and its PIN token. The retries left stay, as on a real key.
+    pub fn replug(&mut self) {
+        self.reset_transport();
+        self.wrong_pins_since_plugged = 0;
+        self.key_agreement = random_p256_secret();
+        self.pin_token = random_token();
+        self.token_grant = None;
     }
 
     /// A U2F-only key: no CBOR capability, CTAPHID_CBOR is an invalid command.
@@ -456,6 +511,11 @@ impl SoftKey {
         let Some((&command, parameters)) = payload.split_first() else {
             return frames(cid, CMD_CBOR, &[CTAP1_ERR_INVALID_LENGTH], None);
         };
+        if command == AUTHENTICATOR_CLIENT_PIN {
+            // clientPIN needs no touch: it is answered at once.
+            let result = self.client_pin_command(parameters);
+            return self.reply(cid, command, result);
+        }
         let operation = match command {
             AUTHENTICATOR_GET_INFO => Ok(Operation::Info),
             AUTHENTICATOR_MAKE_CREDENTIAL => self.parse_make_credential(parameters),
@@ -535,8 +595,14 @@ impl SoftKey {
         if options.up == Some(false) {
             return Err(CTAP2_ERR_INVALID_OPTION);
         }
-        let user_verified = self.user_verified(&options)?;
-        self.refuse_pin_auth(&request, 8)?;
+        let pin_verified = self.pin_verified(
+            &request,
+            8,
+            PERMISSION_MAKE_CREDENTIAL,
+            rp_id,
+            &client_data_hash,
+        )?;
+        let user_verified = self.user_verified(&options, pin_verified)?;
         if excluded {
             return Ok(Operation::Excluded);
         }
@@ -561,8 +627,14 @@ impl SoftKey {
         if options.rk.is_some() {
             return Err(CTAP2_ERR_UNSUPPORTED_OPTION);
         }
-        let user_verified = self.user_verified(&options)?;
-        self.refuse_pin_auth(&request, 6)?;
+        let pin_verified = self.pin_verified(
+            &request,
+            6,
+            PERMISSION_GET_ASSERTION,
+            rp_id,
+            &client_data_hash,
+        )?;
+        let user_verified = self.user_verified(&options, pin_verified)?;
         // Without resident keys, only the allow list can name a credential.
         let credential_id = allowed
             .into_iter()
@@ -576,22 +648,163 @@ impl SoftKey {
         })
     }
 
-    fn user_verified(&self, options: &Options) -> Result<bool, u8> {
+    /// Whether the user was verified: by a valid pinUvAuthParam, or by built-in verification
+    /// when the uv option asks for it. A key with a PIN but no built-in verification wants the
+    /// PIN instead (PIN_REQUIRED); one with neither refuses the option.
+    fn user_verified(&self, options: &Options, pin_verified: bool) -> Result<bool, u8> {
         match options.uv {
-            Some(true) if !self.user_verification => Err(CTAP2_ERR_INVALID_OPTION),
-            uv => Ok(uv == Some(true)),
+            _ if pin_verified => Ok(true),
+            Some(true) if self.user_verification => Ok(true),
+            Some(true) if self.client_pin.is_some() => Err(CTAP2_ERR_PIN_REQUIRED),
+            Some(true) => Err(CTAP2_ERR_INVALID_OPTION),
+            _ => Ok(false),
         }
     }
 
-    fn refuse_pin_auth(&self, request: &Value, key: i64) -> Result<(), u8> {
-        if request.get(key).is_none() {
-            return Ok(());
+    /// Checks the pinUvAuthParam at `key` (its protocol at `key + 1`), if any: it must be
+    /// authenticate(token, clientDataHash) for the current token, which must hold `permission`
+    /// (and be bound to `rp_id`, if bound at all).
+    fn pin_verified(
+        &self,
+        request: &Value,
+        key: i64,
+        permission: i64,
+        rp_id: &str,
+        client_data_hash: &[u8],
+    ) -> Result<bool, u8> {
+        let Some(param) = request.get(key) else {
+            return Ok(false);
+        };
+        if self.client_pin != Some(true) {
+            return Err(CTAP2_ERR_PIN_NOT_SET);
         }
-        if self.client_pin == Some(true) {
-            // A PIN is set, but the PIN protocol is not implemented, so no token can match.
+        let param = bytes(param)?;
+        let protocol = self.pin_protocol(required(request, key + 1)?)?;
+        let Some(grant) = &self.token_grant else {
+            return Err(CTAP2_ERR_PIN_AUTH_INVALID);
+        };
+        let expected = pin_protocol::authenticate(protocol, &self.pin_token, client_data_hash);
+        let bound_elsewhere = grant.rp_id.as_deref().is_some_and(|bound| bound != rp_id);
+        if param != expected || grant.permissions & permission == 0 || bound_elsewhere {
             return Err(CTAP2_ERR_PIN_AUTH_INVALID);
         }
-        Err(CTAP2_ERR_PIN_NOT_SET)
+        Ok(true)
+    }
+
+    /// A protocol number this key offers.
+    fn pin_protocol(&self, value: &Value) -> Result<i64, u8> {
+        let protocol = int(value)?;
+        if !self.pin_protocols.contains(&protocol) {
+            return Err(CTAP1_ERR_INVALID_PARAMETER);
+        }
+        Ok(protocol)
+    }
+
+    /// authenticatorClientPIN (§6.5.5): getPINRetries, getKeyAgreement, getPinToken and
+    /// getPinUvAuthTokenUsingPinWithPermissions.
+    fn client_pin_command(&mut self, parameters: &[u8]) -> Result<Vec<u8>, u8> {
+        if self.client_pin.is_none() {
+            return Err(CTAP1_ERR_INVALID_COMMAND);
+        }
+        let request = decode_map(parameters)?;
+        let subcommand = int(required(&request, 0x02)?)?;
+        // getPINRetries alone may leave the protocol out (§6.5.5.2).
+        let protocol = match request.get(0x01) {
+            Some(value) => Some(self.pin_protocol(value)?),
+            None => None,
+        };
+        match subcommand {
+            PIN_GET_RETRIES => Ok(cbor::encode(&Value::int_map([(
+                0x03,
+                Value::Int(i64::from(self.pin_retries)),
+            )]))),
+            PIN_GET_KEY_AGREEMENT => {
+                protocol.ok_or(CTAP2_ERR_MISSING_PARAMETER)?;
+                Ok(cbor::encode(&Value::int_map([(
+                    0x01,
+                    cose_key_agreement(&self.key_agreement.public_key()),
+                )])))
+            }
+            PIN_GET_PIN_TOKEN => self.issue_token(
+                protocol.ok_or(CTAP2_ERR_MISSING_PARAMETER)?,
+                &request,
+                false,
+            ),
+            PIN_GET_TOKEN_WITH_PERMISSIONS if self.pin_permissions => {
+                self.issue_token(protocol.ok_or(CTAP2_ERR_MISSING_PARAMETER)?, &request, true)
+            }
+            _ => Err(CTAP2_ERR_INVALID_SUBCOMMAND),
+        }
+    }
+
+    /// getPinToken (`with_permissions` false: a token for makeCredential and getAssertion on
+    /// any rp) or getPinUvAuthTokenUsingPinWithPermissions: checks the PIN hash, counting wrong
+    /// ones, and answers a fresh token encrypted to the shared secret.
+    fn issue_token(
+        &mut self,
+        protocol: i64,
+        request: &Value,
+        with_permissions: bool,
+    ) -> Result<Vec<u8>, u8> {
+        let platform_key = required(request, 0x03)?;
+        let pin_hash_enc = bytes(required(request, 0x06)?)?;
+        let grant = if with_permissions {
+            let permissions = int(required(request, 0x09)?)?;
+            if !(1..=0xff).contains(&permissions) {
+                return Err(CTAP1_ERR_INVALID_PARAMETER);
+            }
+            let rp_id = request.get(0x0a).map(text).transpose()?.map(str::to_string);
+            let needs_rp = PERMISSION_MAKE_CREDENTIAL | PERMISSION_GET_ASSERTION;
+            if permissions & needs_rp != 0 && rp_id.is_none() {
+                return Err(CTAP2_ERR_MISSING_PARAMETER);
+            }
+            TokenGrant { permissions, rp_id }
+        } else {
+            if request.get(0x09).is_some() || request.get(0x0a).is_some() {
+                return Err(CTAP1_ERR_INVALID_PARAMETER);
+            }
+            TokenGrant {
+                permissions: PERMISSION_MAKE_CREDENTIAL | PERMISSION_GET_ASSERTION,
+                rp_id: None,
+            }
+        };
+        if self.client_pin != Some(true) {
+            return Err(CTAP2_ERR_PIN_NOT_SET);
+        }
+        if self.pin_retries == 0 {
+            return Err(CTAP2_ERR_PIN_BLOCKED);
+        }
+        if self.wrong_pins_since_plugged >= WRONG_PINS_PER_PLUG {
+            return Err(CTAP2_ERR_PIN_AUTH_BLOCKED);
+        }
+        let shared = pin_protocol::shared_secret(protocol, &self.key_agreement, platform_key)?;
+        // The attempt counts before the PIN is checked, so that pulling the key out mid-check
+        // saves no attempt.
+        self.pin_retries -= 1;
+        let pin_hash = pin_protocol::decrypt(protocol, &shared, pin_hash_enc)?;
+        let right =
+            pin_hash.len() == 16 && self.pin_hash.is_some_and(|hash| hash[..] == pin_hash[..]);
+        if !right {
+            self.key_agreement = random_p256_secret();
+            self.wrong_pins_since_plugged += 1;
+            if self.pin_retries == 0 {
+                return Err(CTAP2_ERR_PIN_BLOCKED);
+            }
+            if self.wrong_pins_since_plugged >= WRONG_PINS_PER_PLUG {
+                return Err(CTAP2_ERR_PIN_AUTH_BLOCKED);
+            }
+            return Err(CTAP2_ERR_PIN_INVALID);
+        }
+        self.pin_retries = PIN_RETRIES;
+        self.wrong_pins_since_plugged = 0;
+        // Every token handed out replaces the last (resetPinUvAuthToken, §6.5.5.7).
+        self.pin_token = random_token();
+        self.token_grant = Some(grant);
+        let encrypted = pin_protocol::encrypt(protocol, &shared, &self.pin_token);
+        Ok(cbor::encode(&Value::int_map([(
+            0x02,
+            Value::Bytes(encrypted),
+        )])))
     }
 
     fn credential_for(&self, id: &[u8], app_hash: &[u8; 32]) -> Option<&Credential> {
@@ -636,6 +849,9 @@ impl SoftKey {
         }
         if let Some(set) = self.client_pin {
             options.push(("clientPin", Value::Bool(set)));
+            if self.pin_permissions {
+                options.push(("pinUvAuthToken", Value::Bool(true)));
+            }
         }
         let public_key = |alg| {
             Value::text_map([
@@ -661,7 +877,8 @@ impl SoftKey {
             ),
         ];
         if self.client_pin.is_some() {
-            info.push((6, Value::Array(vec![Value::Int(2), Value::Int(1)])));
+            let protocols = self.pin_protocols.iter().map(|p| Value::Int(*p)).collect();
+            info.push((6, Value::Array(protocols)));
         }
         cbor::encode(&Value::int_map(info))
     }
@@ -922,6 +1139,13 @@ impl Drop for ServerHandle {
         }
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// What the current PIN token may authorize.
+struct TokenGrant {
+    permissions: i64,
+    /// The rp the token is bound to (getPinToken's tokens are bound to none).
+    rp_id: Option<String>,
 }
 
 /// A message being reassembled from an init packet and continuation packets.
@@ -1267,6 +1491,36 @@ fn der(tag: u8, content: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The key agreement key as a COSE_Key: EC2, P-256, and the algorithm ECDH-ES+HKDF-256 that
+/// §6.5.6 has it name.
+fn cose_key_agreement(key: &p256::PublicKey) -> Value {
+    let point = key.to_sec1_point(false);
+    let point = point.as_bytes();
+    Value::int_map([
+        (1, Value::Int(COSE_KTY_EC2)),
+        (3, Value::Int(COSE_ECDH_ES_HKDF_256)),
+        (-1, Value::Int(COSE_CRV_P256)),
+        (-2, Value::Bytes(point[1..33].to_vec())),
+        (-3, Value::Bytes(point[33..65].to_vec())),
+    ])
+}
+
+fn left_16(bytes: &[u8]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&bytes[..16]);
+    out
+}
+
+fn random_token() -> [u8; 32] {
+    let mut token = [0u8; 32];
+    fill_random(&mut token);
+    token
+}
+
+fn random_p256_secret() -> p256::SecretKey {
+    p256::SecretKey::from(random_p256_key().as_nonzero_scalar())
+}
+
 fn random_p256_key() -> p256::ecdsa::SigningKey {
     loop {
         let mut scalar = [0u8; 32];
@@ -1285,6 +1539,109 @@ fn fill_random(buffer: &mut [u8]) {
 fn lock(key: &Mutex<SoftKey>) -> MutexGuard<'_, SoftKey> {
     // A test that panicked while holding the key has failed already; keep serving the others.
     key.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The device's half of the PIN/UV auth protocols (CTAP 2.1 §6.5.6 and §6.5.7), as the spec
+/// writes them: the shared secret is 32 bytes (protocol 1) or the HMAC key ‖ the AES key (2).
+mod pin_protocol {
+    use aes::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
+    use hmac::{KeyInit, Mac};
+
+    use super::*;
+
+    /// ECDH with the platform's COSE key, then kdf(Z).
+    pub(super) fn shared_secret(
+        protocol: i64,
+        key: &p256::SecretKey,
+        platform: &Value,
+    ) -> Result<Vec<u8>, u8> {
+        let label = |l| platform.get(l).and_then(Value::as_int);
+        if label(1) != Some(COSE_KTY_EC2)
+            || label(3) != Some(COSE_ECDH_ES_HKDF_256)
+            || label(-1) != Some(COSE_CRV_P256)
+        {
+            return Err(CTAP1_ERR_INVALID_PARAMETER);
+        }
+        let coordinate = |l| {
+            platform
+                .get(l)
+                .and_then(Value::as_bytes)
+                .filter(|c| c.len() == 32)
+                .ok_or(CTAP1_ERR_INVALID_PARAMETER)
+        };
+        let sec1 = [&[0x04][..], coordinate(-2)?, coordinate(-3)?].concat();
+        let peer =
+            p256::PublicKey::from_sec1_bytes(&sec1).map_err(|_| CTAP1_ERR_INVALID_PARAMETER)?;
+        let z = key.diffie_hellman(&peer);
+        let z = z.raw_secret_bytes();
+        Ok(match protocol {
+            1 => Sha256::digest(z).to_vec(),
+            _ => {
+                let hkdf = hkdf::Hkdf::<Sha256>::new(Some(&[0u8; 32][..]), z);
+                let mut secret = vec![0u8; 64];
+                let (hmac_key, aes_key) = secret.split_at_mut(32);
+                hkdf.expand(b"CTAP2 HMAC key", hmac_key)
+                    .expect("32 bytes is a valid HKDF-SHA-256 length");
+                hkdf.expand(b"CTAP2 AES key", aes_key)
+                    .expect("32 bytes is a valid HKDF-SHA-256 length");
+                secret
+            }
+        })
+    }
+
+    /// AES-256-CBC of whole blocks: protocol 1 with the zero IV, protocol 2 with a random IV
+    /// sent first.
+    pub(super) fn encrypt(protocol: i64, shared: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let (key, mut out, iv) = match protocol {
+            1 => (&shared[..32], Vec::new(), [0u8; 16]),
+            _ => {
+                let mut iv = [0u8; 16];
+                fill_random(&mut iv);
+                (&shared[32..], iv.to_vec(), iv)
+            }
+        };
+        let mut cipher = cbc::Encryptor::<aes::Aes256>::new_from_slices(key, &iv)
+            .expect("a 32-byte key and a 16-byte IV");
+        for block in plaintext.chunks(16) {
+            let mut block = aes::Block::try_from(block).expect("whole blocks");
+            cipher.encrypt_block(&mut block);
+            out.extend_from_slice(&block);
+        }
+        out
+    }
+
+    /// The inverse of `encrypt`; what is not whole blocks is an invalid parameter.
+    pub(super) fn decrypt(protocol: i64, shared: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, u8> {
+        let (key, iv, body) = match protocol {
+            1 => (&shared[..32], &[0u8; 16][..], ciphertext),
+            _ if ciphertext.len() >= 16 => (&shared[32..], &ciphertext[..16], &ciphertext[16..]),
+            _ => return Err(CTAP1_ERR_INVALID_PARAMETER),
+        };
+        if body.is_empty() || !body.len().is_multiple_of(16) {
+            return Err(CTAP1_ERR_INVALID_PARAMETER);
+        }
+        let mut cipher = cbc::Decryptor::<aes::Aes256>::new_from_slices(key, iv)
+            .expect("a 32-byte key and a 16-byte IV");
+        let mut out = Vec::new();
+        for block in body.chunks(16) {
+            let mut block = aes::Block::try_from(block).expect("whole blocks");
+            cipher.decrypt_block(&mut block);
+            out.extend_from_slice(&block);
+        }
+        Ok(out)
+    }
+
+    /// HMAC-SHA-256 with the first 32 bytes of `key`; protocol 1 keeps 16 bytes of it.
+    pub(super) fn authenticate(protocol: i64, key: &[u8], message: &[u8]) -> Vec<u8> {
+        let key = &key[..key.len().min(32)];
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key");
+        mac.update(message);
+        let tag = mac.finalize().into_bytes();
+        match protocol {
+            1 => tag[..16].to_vec(),
+            _ => tag.to_vec(),
+        }
+    }
 }
 
 /// The unix SOCK_SEQPACKET transport: one message is one report, in both directions.
@@ -1502,6 +1859,7 @@ const ERR_INVALID_CHANNEL: u8 = 0x0b;
 const AUTHENTICATOR_MAKE_CREDENTIAL: u8 = 0x01;
 const AUTHENTICATOR_GET_ASSERTION: u8 = 0x02;
 const AUTHENTICATOR_GET_INFO: u8 = 0x04;
+const AUTHENTICATOR_CLIENT_PIN: u8 = 0x06;
 const AUTHENTICATOR_SELECTION: u8 = 0x0b;
 const MAX_CTAP2_MESSAGE: i64 = 1200;
 const CTAP2_OK: u8 = 0x00;
@@ -1518,8 +1876,23 @@ const CTAP2_ERR_UNSUPPORTED_OPTION: u8 = 0x2b;
 const CTAP2_ERR_INVALID_OPTION: u8 = 0x2c;
 const CTAP2_ERR_KEEPALIVE_CANCEL: u8 = 0x2d;
 const CTAP2_ERR_NO_CREDENTIALS: u8 = 0x2e;
+const CTAP2_ERR_PIN_INVALID: u8 = 0x31;
+const CTAP2_ERR_PIN_BLOCKED: u8 = 0x32;
 const CTAP2_ERR_PIN_AUTH_INVALID: u8 = 0x33;
+const CTAP2_ERR_PIN_AUTH_BLOCKED: u8 = 0x34;
 const CTAP2_ERR_PIN_NOT_SET: u8 = 0x35;
+const CTAP2_ERR_PIN_REQUIRED: u8 = 0x36;
+const CTAP2_ERR_INVALID_SUBCOMMAND: u8 = 0x3e;
+
+// authenticatorClientPIN (§6.5.5): subcommands, permissions, and the PIN's limits.
+const PIN_GET_RETRIES: i64 = 0x01;
+const PIN_GET_KEY_AGREEMENT: i64 = 0x02;
+const PIN_GET_PIN_TOKEN: i64 = 0x05;
+const PIN_GET_TOKEN_WITH_PERMISSIONS: i64 = 0x09;
+const PERMISSION_MAKE_CREDENTIAL: i64 = 0x01;
+const PERMISSION_GET_ASSERTION: i64 = 0x02;
+const PIN_RETRIES: u8 = 8;
+const WRONG_PINS_PER_PLUG: u8 = 3;
 
 // Authenticator data flags (WebAuthn §6.1).
 const FLAG_UP: u8 = 0x01;
@@ -1533,6 +1906,7 @@ const COSE_KTY_OKP: i64 = 1;
 const COSE_KTY_EC2: i64 = 2;
 const COSE_CRV_P256: i64 = 1;
 const COSE_CRV_ED25519: i64 = 6;
+const COSE_ECDH_ES_HKDF_256: i64 = -25;
 
 // U2F raw messages (FIDO U2F Raw Message Formats) and ISO 7816 status words.
 const U2F_REGISTER: u8 = 0x01;

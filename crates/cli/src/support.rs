@@ -189,6 +189,26 @@ pub(crate) fn ask_line(prompt: &str) -> Result<Zeroizing<String>, Failure> {
     Ok(Zeroizing::new(line.trim().to_string()))
 }
 
+/// Reads a secret (a security key's PIN) from the terminal with echo off, or a line of stdin
+/// when there is no terminal.
+pub(crate) fn ask_secret(prompt: &str) -> Result<Zeroizing<String>, Failure> {
+    let Ok(tty) = OpenOptions::new().read(true).write(true).open("/dev/tty") else {
+        return ask_line(prompt);
+    };
+    write!(&tty, "{prompt}")?;
+    let echoed = sys::set_echo(&tty, false);
+    let mut line = Zeroizing::new(String::new());
+    let read = io::BufReader::new(&tty).read_line(&mut line);
+    if echoed == Some(true) {
+        sys::set_echo(&tty, true);
+    }
+    writeln!(&tty)?;
+    read?;
+    Ok(Zeroizing::new(
+        line.trim_end_matches(['\n', '\r']).to_string(),
+    ))
+}
+
 pub(crate) fn audit(user: &UserName, action: &str) {
     let by = sys::getuid();
     let line = LogLine::new()

@@ -167,6 +167,8 @@ pub enum Status {
     Other(u8),
     /// CTAP2_ERR_PIN_AUTH_BLOCKED: too many wrong PINs since the key was plugged in.
     PinAuthBlocked,
+    /// CTAP2_ERR_PIN_AUTH_INVALID: the key refused a pinUvAuthParam.
+    PinAuthInvalid,
     /// CTAP2_ERR_PIN_BLOCKED: the PIN is blocked for good; the key must be reset.
     PinBlocked,
     /// CTAP2_ERR_PIN_INVALID: a wrong PIN.
@@ -193,6 +195,7 @@ impl Status {
             0x2f => Status::UserActionTimeout,
             0x31 => Status::PinInvalid,
             0x32 => Status::PinBlocked,
+            0x33 => Status::PinAuthInvalid,
             0x34 => Status::PinAuthBlocked,
             0x35 => Status::PinNotSet,
             0x36 => Status::PinRequired,
@@ -212,6 +215,7 @@ impl fmt::Display for Status {
             Status::PinAuthBlocked => {
                 "too many wrong PINs: unplug the key and plug it in again to retry"
             }
+            Status::PinAuthInvalid => "the key refused the PIN token",
             Status::PinBlocked => "the key's PIN is blocked; the key must be reset",
             Status::PinInvalid => "wrong PIN",
             Status::PinNotSet => "the key has no PIN set",
@@ -777,6 +781,7 @@ mod tests {
             (0x36, Status::PinRequired),
             (0x31, Status::PinInvalid),
             (0x32, Status::PinBlocked),
+            (0x33, Status::PinAuthInvalid),
             (0x34, Status::PinAuthBlocked),
             (0x35, Status::PinNotSet),
             (0x19, Status::CredentialExcluded),

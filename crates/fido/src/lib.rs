@@ -1,16 +1,18 @@
 //! The device path to FIDO2/U2F security keys: CTAPHID framing over `/dev/hidraw*` and the CTAP2
-//! and U2F commands the module and the CLI need, with libc only.
+//! and U2F commands the module and the CLI need, with libc and a few RustCrypto primitives only.
 //!
 //! Layers, bottom up: a [`Transport`] moves 64-byte HID reports ([`hidraw`], and in test builds a
 //! unix socket); [`ctaphid`] frames messages on a channel; [`ctap2`] and [`u2f`] speak the two
-//! command sets; [`touch`] is what the front doors call. Everything a device sends is hostile
-//! input (this code runs inside sshd and sudo): it is refused with an error, never a panic, and
-//! no wait outlasts the caller's deadline. This crate makes no login decision: it hands the
-//! assertion to the core's verifier.
+//! command sets, and [`pin`] the clientPIN protocol; [`touch`] is what the front doors call.
+//! Everything a device sends is hostile input (this code runs inside sshd and sudo): it is
+//! refused with an error, never a panic, and no wait outlasts the caller's deadline. A PIN is
+//! never logged or shown. This crate makes no login decision: it hands the assertion to the
+//! core's verifier.
 
 pub mod ctap2;
 pub mod ctaphid;
 pub mod hidraw;
+pub mod pin;
 #[cfg(feature = "test-socket")]
 pub mod socket;
 pub mod touch;

@@ -439,7 +439,7 @@ impl Place {
         let len = file.metadata().map_err(io_err)?.len();
         // An old layout's file keeps its slots until the new one is durable behind them.
         let upgraded;
-        let state = if state_file::needs_upgrade(len) {
+        let state = if state.old_layout {
             upgraded = state.clone().for_upgrade();
             &upgraded
         } else {

@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod config_file;
 pub mod file_store;
+pub mod login_session;
 pub mod passwd;
 pub mod state_file;
 pub mod store_marker;

@@ -32,6 +32,10 @@ pub struct Slotted {
     /// Bumped at every write; the valid slot with the highest generation is current.
     pub generation: u64,
     pub state: State,
+    /// Read from an old layout's slots: the next write must leave them alone (see `for_upgrade`).
+    /// True until a new-layout slot has been written and reads back valid, so a torn upgrade is
+    /// retried the same safe way rather than overwriting the only valid copy.
+    pub old_layout: bool,
 }
 
 /// Why a state file could not be read.
@@ -47,7 +51,7 @@ pub enum StateError {
 pub fn decode(bytes: &[u8]) -> Result<Slotted, StateError> {
     match bytes.len() {
         0 => Ok(Slotted::default()),
-        LEGACY_FILE_SIZE => decode_pair(bytes, LEGACY_SLOT_SIZE),
+        LEGACY_FILE_SIZE => decode_old(bytes),
         // Being moved to the new layout: the old slots first, then the new slot (maybe torn).
         n if n > LEGACY_FILE_SIZE && n <= FILE_SIZE => {
             let upgraded = match n {
@@ -56,15 +60,17 @@ pub fn decode(bytes: &[u8]) -> Result<Slotted, StateError> {
             };
             upgraded
                 .map(Ok)
-                .unwrap_or_else(|| decode_pair(&bytes[..LEGACY_FILE_SIZE], LEGACY_SLOT_SIZE))
+                .unwrap_or_else(|| decode_old(&bytes[..LEGACY_FILE_SIZE]))
         }
         n => Err(StateError::BadSize(n as u64)),
     }
 }
 
-/// Whether a file of `len` bytes is an old layout's, which the next write moves to the new one.
-pub fn needs_upgrade(len: u64) -> bool {
-    len >= LEGACY_FILE_SIZE as u64 && len < FILE_SIZE as u64
+fn decode_old(bytes: &[u8]) -> Result<Slotted, StateError> {
+    decode_pair(bytes, LEGACY_SLOT_SIZE).map(|slotted| Slotted {
+        old_layout: true,
+        ..slotted
+    })
 }
 
 fn decode_pair(bytes: &[u8], slot_size: usize) -> Result<Slotted, StateError> {
@@ -128,6 +134,7 @@ impl Slotted {
         Slotted {
             generation: self.generation | 1,
             state: self.state,
+            old_layout: false,
         }
     }
 
@@ -136,6 +143,7 @@ impl Slotted {
         Slotted {
             generation: self.generation.wrapping_add(1),
             state,
+            old_layout: self.old_layout,
         }
     }
 }
@@ -238,6 +246,7 @@ fn decode_slot(slot: &[u8]) -> Option<Slotted> {
         })
         .collect::<Option<Vec<_>>>()?;
     Some(Slotted {
+        old_layout: false,
         generation: word(0)?,
         state: State {
             last_step: word(1)?,
@@ -273,6 +282,7 @@ mod tests {
 
     fn sample() -> Slotted {
         Slotted {
+            old_layout: false,
             generation: 7,
             state: State {
                 last_step: 59_093_131,
@@ -406,7 +416,7 @@ mod tests {
         assert_eq!(decoded.generation, 4);
         assert_eq!(decoded.state.failures, [failure(10, 7)]);
         assert_eq!(decoded.state.origin_locks.len(), 1);
-        assert!(needs_upgrade(file.len() as u64));
+        assert!(decoded.old_layout);
         // The upgrade writes the new slot past the old ones (an odd generation).
         let next = decoded.next(decoded.state.clone()).for_upgrade();
         let (offset, new_slot) = next.encode_slot();
@@ -425,7 +435,15 @@ mod tests {
         upgraded.resize(SLOT_SIZE, 0);
         upgraded.extend_from_slice(&new_slot);
         assert_eq!(decode(&upgraded).unwrap(), next);
-        assert!(!needs_upgrade(upgraded.len() as u64));
+        assert!(!decode(&upgraded).unwrap().old_layout);
+        // Torn with the file grown all the way, the old state reads back as old: the write after
+        // it goes past the old slots again, never over the only valid copy.
+        let mut torn = upgraded.clone();
+        torn[SLOT_SIZE + 100..].fill(0);
+        let reread = decode(&torn).unwrap();
+        assert_eq!((reread.old_layout, &reread.state), (true, &decoded.state));
+        let retried = reread.next(reread.state.clone()).for_upgrade();
+        assert_eq!(retried.encode_slot().0, SLOT_SIZE as u64);
         // The write after it overwrites the old slots with a new one.
         let after = next.next(next.state.clone());
         assert_eq!(after.encode_slot().0, 0);

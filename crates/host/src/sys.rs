@@ -138,3 +138,27 @@ pub fn getpw<'b>(key: &PasswdKey<'_>, buf: &'b mut [libc::c_char]) -> PasswdLook
 pub mod open_flags {
     pub use libc::{O_CLOEXEC, O_NOFOLLOW, O_NONBLOCK};
 }
+
+/// Turns the terminal's echo off (`false`) or back on, returning whether it was on; `None` when
+/// `file` is not a terminal.
+pub fn set_echo(file: &File, on: bool) -> Option<bool> {
+    let fd = file.as_raw_fd();
+    let mut settings = std::mem::MaybeUninit::<libc::termios>::uninit();
+    // SAFETY: settings is writable memory of the right type; tcgetattr fills it or fails.
+    if unsafe { libc::tcgetattr(fd, settings.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: tcgetattr succeeded, so it initialised settings.
+    let mut settings = unsafe { settings.assume_init() };
+    let was_on = settings.c_lflag & libc::ECHO != 0;
+    if on {
+        settings.c_lflag |= libc::ECHO;
+    } else {
+        settings.c_lflag &= !libc::ECHO;
+    }
+    // SAFETY: settings is a valid termios read from this descriptor, which is open.
+    if unsafe { libc::tcsetattr(fd, libc::TCSAFLUSH, &settings) } != 0 {
+        return None;
+    }
+    Some(was_on)
+}

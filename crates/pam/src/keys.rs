@@ -2,6 +2,7 @@
 //! `twofold-fido`, within `fido2.touch_timeout_secs`, and shows the cue when the key asks for the
 //! touch. The core picked the challenge and verifies the answer; this only moves bytes.
 
+use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use twofold_core::config::Fido2Policy;
@@ -25,33 +26,70 @@ impl<'a> Toucher<'a> {
     }
 }
 
+/// Asks for the key's PIN through the conversation, hidden; an empty answer or a failed
+/// conversation gives none (the login then falls back to a code).
+fn ask_pin(
+    prompter: &mut dyn Prompter,
+    retries: Option<u32>,
+) -> Option<zeroize::Zeroizing<String>> {
+    // The count is worth saying only when it runs low.
+    let prompt = match retries {
+        Some(left @ 1..=3) => format!("Security key PIN ({left} tries left): "),
+        _ => "Security key PIN: ".to_string(),
+    };
+    prompter
+        .ask_hidden(&prompt)
+        .ok()
+        .filter(|pin| !pin.is_empty())
+}
+
+/// The keys' credential ids by relying party: one probe per relying party, as keys made on
+/// another host, or for a fleet, keep theirs.
+fn groups<'k>(keys: &[&'k SecurityKey]) -> Vec<(&'k str, Vec<Vec<u8>>)> {
+    let mut groups: Vec<(&str, Vec<Vec<u8>>)> = Vec::new();
+    for key in keys {
+        match groups.iter_mut().find(|(rp_id, _)| *rp_id == key.rp_id) {
+            Some((_, ids)) => ids.push(key.credential_id.clone()),
+            None => groups.push((&key.rp_id, vec![key.credential_id.clone()])),
+        }
+    }
+    groups
+}
+
 impl KeyToucher for Toucher<'_> {
     fn touch(
         &mut self,
         keys: &[SecurityKey],
         client_data_hash: &[u8; 32],
-        user_verification: bool,
+        all_verify: bool,
         prompter: &mut dyn Prompter,
     ) -> Result<Assertion, TouchFailure> {
         let deadline = Instant::now() + Duration::from_secs(self.policy.touch_timeout_secs.into());
-        // One probe per relying party: keys made on another host, or for a fleet, keep theirs.
-        let mut groups: Vec<(&str, Vec<Vec<u8>>)> = Vec::new();
-        for key in keys {
-            match groups.iter_mut().find(|(rp_id, _)| *rp_id == key.rp_id) {
-                Some((_, ids)) => ids.push(key.credential_id.clone()),
-                None => groups.push((&key.rp_id, vec![key.credential_id.clone()])),
+        let cue = &self.policy.cue;
+        // The PIN is asked and the cue shown through the same conversation, one at a time.
+        let prompter = RefCell::new(prompter);
+        // Keys that must verify the user are asked for that, the others only for a touch: two
+        // requests when a user has both kinds, the second only if the first finds no key.
+        let (verifying, plain): (Vec<&SecurityKey>, Vec<&SecurityKey>) =
+            keys.iter().partition(|k| all_verify || k.user_verification);
+        let mut touched = Err(TouchError::NotRegistered);
+        for (set, user_verification) in [(plain, false), (verifying, true)] {
+            if set.is_empty() {
+                continue;
+            }
+            touched = twofold_fido::get_assertion(
+                twofold_fido::devices(deadline),
+                &groups(&set),
+                client_data_hash,
+                deadline,
+                user_verification,
+                &mut |retries| ask_pin(*prompter.borrow_mut(), retries),
+                &mut || prompter.borrow_mut().info(cue),
+            );
+            if !matches!(touched, Err(TouchError::NotRegistered)) {
+                break;
             }
         }
-        let devices = twofold_fido::devices(deadline);
-        let cue = &self.policy.cue;
-        let touched = twofold_fido::get_assertion(
-            devices,
-            &groups,
-            client_data_hash,
-            deadline,
-            user_verification,
-            &mut || prompter.info(cue),
-        );
         match touched {
             Ok((_, assertion)) => Ok(Assertion {
                 credential_id: assertion.credential_id,
@@ -68,16 +106,35 @@ impl KeyToucher for Toucher<'_> {
                         .text("touch", &error.to_string());
                     syslog::line(IDENT, Level::Info, line.as_str());
                 }
+                let refused = |error: &TouchError| TouchFailure::Refused(error.to_string());
                 Err(match error {
                     TouchError::NoDevice => TouchFailure::NoDevice,
                     TouchError::NotRegistered => TouchFailure::NotRegistered,
                     TouchError::Timeout => TouchFailure::Timeout,
-                    TouchError::Denied | TouchError::PinRequired => {
-                        TouchFailure::Refused(error.to_string())
+                    // What the user can act on (a wrong PIN, a blocked key) is said to them.
+                    TouchError::WrongPin { .. }
+                    | TouchError::PinBlocked
+                    | TouchError::PinAuthBlocked
+                    | TouchError::PinNotSet
+                    | TouchError::VerificationUnsupported => {
+                        prompter
+                            .borrow_mut()
+                            .error(&capitalized(&error.to_string()));
+                        refused(&error)
                     }
+                    TouchError::Denied | TouchError::PinRequired => refused(&error),
                     other => TouchFailure::Failed(other.to_string()),
                 })
             }
         }
+    }
+}
+
+/// A message as a sentence.
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
+        None => String::new(),
     }
 }

@@ -21,8 +21,8 @@ use twofold_core::security_key::TouchFailure;
 use twofold_core::state::Origin;
 use twofold_core::text::LogLine;
 use twofold_core::user::UserName;
-use twofold_host::config_file;
 use twofold_host::syslog::{self, Level};
+use twofold_host::{config_file, login_session};
 use twofold_host::{FileStore, SystemClock};
 
 use conversation::Conversation;
@@ -222,7 +222,11 @@ fn authenticate(handle: &Handle, flags: c_int, args: &[String]) -> c_int {
         forward_pass: args.forward_pass,
         enroll_on_login: (enroll_on_login && !silent).then_some(&config),
         origin: Origin::remote(rhost.as_deref().unwrap_or("")),
-        console: is_local(rhost.as_deref()),
+        console: at_console(
+            &service,
+            rhost.as_deref(),
+            handle.string_item(sys::PAM_TTY).as_deref(),
+        ),
         keys_require_uv: config.fido2.user_verification == UserVerification::Required,
     };
     let store = FileStore::new(&config);
@@ -407,12 +411,20 @@ fn log_line(who: &LogLine, outcome: &Outcome) -> (Level, LogLine) {
     }
 }
 
-/// Whether a login's remote host is this machine: then a key plugged in here is the user's.
-fn is_local(rhost: Option<&str>) -> bool {
-    matches!(
-        rhost.unwrap_or(""),
-        "" | "localhost" | "127.0.0.1" | "::1" | "localhost.localdomain"
-    )
+/// Whether the person logging in is at this machine, so that a security key plugged in here is
+/// theirs to touch. Never for sshd (over SSH the key is at the client), nor for a remote host.
+/// `sudo` and `su` set no remote host, so the login session decides: logind's record of it where
+/// there is one; otherwise a pseudo-terminal (an SSH session, or a terminal window) counts as
+/// not at the machine, which only means a code is asked instead.
+fn at_console(service: &str, rhost: Option<&str>, tty: Option<&str>) -> bool {
+    let local_host = matches!(rhost.unwrap_or(""), "" | "localhost" | "127.0.0.1" | "::1");
+    if service == "sshd" || !local_host {
+        return false;
+    }
+    match login_session::is_remote() {
+        Some(remote) => !remote,
+        None => !tty.is_some_and(|tty| tty.starts_with("/dev/pts/") || tty.starts_with("pts/")),
+    }
 }
 
 const IDENT: &str = "pam_twofold";

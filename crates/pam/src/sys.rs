@@ -66,6 +66,7 @@ pub const PAM_SERVICE: c_int = 1;
 pub const PAM_CONV: c_int = 5;
 pub const PAM_AUTHTOK: c_int = 6;
 pub const PAM_RHOST: c_int = 4;
+pub const PAM_TTY: c_int = 3;
 
 // Message styles.
 pub const PAM_PROMPT_ECHO_OFF: c_int = 1;
@@ -90,6 +91,7 @@ pub const CONSTANTS: &[(&str, c_int)] = &[
     ("PAM_CONV", PAM_CONV),
     ("PAM_AUTHTOK", PAM_AUTHTOK),
     ("PAM_RHOST", PAM_RHOST),
+    ("PAM_TTY", PAM_TTY),
     ("PAM_PROMPT_ECHO_OFF", PAM_PROMPT_ECHO_OFF),
     ("PAM_PROMPT_ECHO_ON", PAM_PROMPT_ECHO_ON),
     ("PAM_ERROR_MSG", PAM_ERROR_MSG),

@@ -21,7 +21,7 @@ use twofold_host::sys::{self, open_flags};
 use twofold_host::{FileStore, SystemClock};
 
 use crate::import::pam_u2f;
-use crate::support::{acting_for, audit, prepare_store, Failure};
+use crate::support::{acting_for, ask_secret, audit, prepare_store, Failure};
 
 /// Flag bits of authenticator data.
 const USER_PRESENT: u8 = 0x01;
@@ -83,9 +83,19 @@ pub(crate) fn add(
     let timeout = Duration::from_secs(config.fido2.touch_timeout_secs.into());
     let deadline = Instant::now() + timeout;
     let devices = twofold_fido::devices(deadline);
-    let made = twofold_fido::make_credential(devices, &registration, deadline, &mut || {
-        eprintln!("Touch your security key to register it as {name}.");
-    })
+    let made = twofold_fido::make_credential(
+        devices,
+        &registration,
+        deadline,
+        &mut |retries| {
+            let prompt = match retries {
+                Some(left) => format!("Security key PIN ({left} tries left): "),
+                None => "Security key PIN: ".to_string(),
+            };
+            ask_secret(&prompt).ok().filter(|pin| !pin.is_empty())
+        },
+        &mut || eprintln!("Touch your security key to register it as {name}."),
+    )
     .map_err(|e| Failure(format!("{e}; nothing was registered")))?;
     let public_key = PublicKey::from_cose(&made.cose_public_key)
         .map_err(|e| Failure(format!("the key's answer: {e}; nothing was registered")))?;
@@ -338,6 +348,14 @@ fn read_key_file(user: &UserName, path: &Path) -> Result<String, Failure> {
         if (meta.uid() != owner && meta.uid() != 0) || meta.mode() & 0o022 != 0 {
             return Err(Failure(format!(
                 "{}: must belong to {user} or root, and be writable by its owner only",
+                path.display()
+            )));
+        }
+        // Root's file read for another user: only if anyone may read it (a central mapping
+        // file), since root's supplementary groups still apply to the open above.
+        if account.is_some() && meta.uid() == 0 && meta.mode() & 0o004 == 0 {
+            return Err(Failure(format!(
+                "{}: root's file, not readable by {user}; copy {user}'s line to a file of theirs",
                 path.display()
             )));
         }
