@@ -28,6 +28,8 @@ use twofold_host::FileStore;
 use twofold_tests::codes::{self, unix_now as now};
 use twofold_tests::files::STORE_MARKER;
 
+use common::me;
+
 const SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 const OTHER_SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 const ISSUER: &str = "twofold-test";
@@ -1332,17 +1334,6 @@ impl Run {
         );
         lines[0].to_string()
     }
-}
-
-fn me() -> String {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
-    twofold_host::passwd::by_uid(uid)
-        .unwrap()
-        .unwrap_or_else(|| panic!("uid {uid} has no passwd entry"))
-        .name
-        .as_str()
-        .to_string()
 }
 
 fn is_root() -> bool {

@@ -296,18 +296,6 @@ fn a_user_with_only_keys_fails_closed_where_no_key_can_be_used() {
 
 // ---- `twofold keys` and `twofold import pam-u2f`, the CLI the admin and the user run.
 
-/// The invoking user: the CLI acts for them without root.
-fn me() -> String {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
-    twofold_host::passwd::by_uid(uid)
-        .unwrap()
-        .expect("the invoking uid has a passwd entry")
-        .name
-        .as_str()
-        .to_string()
-}
-
 struct Run {
     ok: bool,
     stdout: String,

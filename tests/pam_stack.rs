@@ -739,18 +739,6 @@ const ENROLL_INTRO: &str = "Two-factor authentication is not set up for this acc
 const CONFIRM_PROMPT: &str = "Code from the app to confirm: ";
 const CONFIRM_PROMPT_SKIPPABLE: &str = "Code from the app to confirm (Enter to skip): ";
 
-/// The account running the tests: enrollment at login is only for real accounts.
-fn me() -> String {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    twofold_host::passwd::by_uid(euid)
-        .unwrap()
-        .expect("the current user has a passwd entry")
-        .name
-        .as_str()
-        .to_string()
-}
-
 #[test]
 fn enroll_on_login_shows_qr_and_key_confirms_one_code_then_shows_backup_codes() {
     let host = Host::new("enroll_on_login = true\n[backup_codes]\ncount = 4\n");

@@ -18,17 +18,6 @@ fn twofold(host: &Host, args: &[&str]) -> std::process::Output {
         .expect("run twofold")
 }
 
-fn me() -> String {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
-    twofold_host::passwd::by_uid(uid)
-        .unwrap()
-        .expect("the invoking uid has a passwd entry")
-        .name
-        .as_str()
-        .to_string()
-}
-
 #[test]
 #[ignore = "needs a USB security key"]
 fn a_real_key_registers_and_logs_in_with_a_touch() {

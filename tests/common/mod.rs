@@ -680,6 +680,18 @@ pub fn code_at(key: &TotpKey, step: u64) -> String {
     key.code_at_step(step).to_string()
 }
 
+/// The invoking user's name: the CLI acts for them without root.
+pub fn me() -> String {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    twofold_host::passwd::by_uid(uid)
+        .unwrap()
+        .unwrap_or_else(|| panic!("uid {uid} has no passwd entry"))
+        .name
+        .as_str()
+        .to_string()
+}
+
 pub fn user_name(user: &str) -> UserName {
     UserName::parse(user).expect("valid user name")
 }
