@@ -42,6 +42,20 @@ pub struct Config {
     pub throttle: ThrottlePolicy,
     /// Security keys.
     pub fido2: Fido2Policy,
+    /// Where records and states are kept: in-process files, or through twofoldd.
+    pub store: StoreKind,
+    /// twofoldd's socket, with `store = "twofoldd"`.
+    pub daemon_socket: PathBuf,
+}
+
+/// Which store the module and the CLI use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The records (and states) as files on this host, read and written in-process.
+    Files,
+    /// Everything through the local broker twofoldd (its own config names its backend).
+    Twofoldd,
 }
 
 /// Security-key settings (`[fido2]`).
@@ -370,6 +384,9 @@ struct RawConfig {
     backup_codes: RawBackupCodes,
     throttle: RawThrottle,
     fido2: RawFido2,
+    store: StoreKind,
+    #[serde(deserialize_with = "daemon_socket")]
+    daemon_socket: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -441,6 +458,8 @@ impl Default for RawConfig {
             backup_codes: RawBackupCodes::default(),
             throttle: RawThrottle::default(),
             fido2: RawFido2::default(),
+            store: StoreKind::Files,
+            daemon_socket: PathBuf::from(DEFAULT_DAEMON_SOCKET),
         }
     }
 }
@@ -501,6 +520,8 @@ impl From<RawConfig> for Config {
                 max_keys: raw.fido2.max_keys,
                 cue: raw.fido2.cue,
             },
+            store: raw.store,
+            daemon_socket: raw.daemon_socket,
         }
     }
 }
@@ -602,6 +623,17 @@ fn cue<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 }
 
 const DEFAULT_CUE: &str = "Touch your security key.";
+const DEFAULT_DAEMON_SOCKET: &str = "/run/twofold/twofoldd.sock";
+
+fn daemon_socket<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    let path = String::deserialize(d)?;
+    if !path.starts_with('/') || path.contains('\0') || path.split('/').any(|part| part == "..") {
+        return Err(D::Error::custom(
+            "daemon_socket: must be an absolute path without `..`",
+        ));
+    }
+    Ok(PathBuf::from(path))
+}
 
 /// Keeps the otpauth URI (which carries the issuer twice, percent-encoded) small enough for a QR
 /// code that fits an 80-column terminal.

@@ -67,6 +67,8 @@ pub enum StoreError {
     /// A record is missing, and nothing confirms that the place looked in is the real store (an
     /// unmounted home or records filesystem would look the same as "not enrolled").
     Unconfirmed { path: PathBuf, why: String },
+    /// twofoldd could not be reached, refused, or its backend failed.
+    Daemon { socket: PathBuf, why: String },
 }
 
 impl fmt::Display for StoreError {
@@ -90,6 +92,9 @@ impl fmt::Display for StoreError {
                     "{}: not confirmed as the records store: {why}",
                     path.display()
                 )
+            }
+            StoreError::Daemon { socket, why } => {
+                write!(f, "twofoldd ({}): {why}", socket.display())
             }
             StoreError::NoAccount(user) => {
                 write!(

@@ -5,11 +5,14 @@
 //! Every system call goes through one safe wrapper in `sys`, each with its own `// SAFETY:`; the
 //! rest of this crate is safe code. It makes no login decision: that is the core's.
 
+pub mod any_store;
 pub mod clock;
 pub mod config_file;
+pub mod daemon_store;
 pub mod file_store;
 pub mod login_session;
 pub mod passwd;
+pub mod peer;
 pub mod state_file;
 pub mod store_marker;
 pub mod sys;

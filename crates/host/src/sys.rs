@@ -6,7 +6,7 @@
 use std::ffi::CStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 /// The effective uid of this process.
 pub fn geteuid() -> u32 {
@@ -161,4 +161,80 @@ pub fn set_echo(file: &File, on: bool) -> Option<bool> {
         return None;
     }
     Some(was_on)
+}
+
+/// The process id, user id and group id of the peer of a connected unix socket, as the kernel
+/// recorded them when the peer connected (`SO_PEERCRED`): the peer cannot forge them.
+pub fn peer_credentials(socket: &impl AsFd) -> io::Result<(i32, u32, u32)> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: u32::MAX,
+        gid: u32::MAX,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: the descriptor is open for the lifetime of `socket`; cred and len point to live
+    // locals, and len holds the size of cred, which getsockopt writes at most.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if len as usize != std::mem::size_of::<libc::ucred>() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "SO_PEERCRED returned a short answer",
+        ));
+    }
+    Ok((cred.pid, cred.uid, cred.gid))
+}
+
+/// The first descriptor systemd passes to a socket-activated service (`SD_LISTEN_FDS_START`).
+pub const LISTEN_FDS_START: i32 = 3;
+
+/// Takes the listening unix socket that systemd passed as descriptor 3. Call it only after
+/// checking `LISTEN_PID` and `LISTEN_FDS` (sd_listen_fds(3)): they say the descriptor is ours.
+/// It can be taken once per process; later calls fail, so that no two owners close it. Errs
+/// unless descriptor 3 is a socket; it is made close-on-exec.
+pub fn take_listen_socket() -> io::Result<std::os::unix::net::UnixListener> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the systemd socket was taken already",
+        ));
+    }
+    let fd = LISTEN_FDS_START;
+    // SAFETY: stat is a plain C struct of integers; all-zero is a valid value.
+    let mut meta: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: meta is a live local of the type fstat fills; a closed fd makes it fail (EBADF).
+    if unsafe { libc::fstat(fd, &mut meta) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if meta.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "descriptor 3 from systemd is not a socket",
+        ));
+    }
+    // SAFETY: fcntl on an open descriptor with integer arguments only.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: descriptor 3 is open (fstat succeeded) and systemd handed it to this process
+    // (the caller checked LISTEN_PID); nothing else in the process owns it, and the flag above
+    // makes this the only place that ever wraps it, so exactly one owner will close it.
+    Ok(unsafe { <std::os::unix::net::UnixListener as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// Error numbers callers match on (`io::Error::raw_os_error`).
+pub mod errno {
+    pub use libc::{EMFILE, ENFILE};
 }

@@ -21,9 +21,10 @@ use twofold_core::security_key::TouchFailure;
 use twofold_core::state::Origin;
 use twofold_core::text::LogLine;
 use twofold_core::user::UserName;
+use twofold_host::any_store::AnyStore;
 use twofold_host::syslog::{self, Level};
+use twofold_host::SystemClock;
 use twofold_host::{config_file, login_session};
-use twofold_host::{FileStore, SystemClock};
 
 use conversation::Conversation;
 use handle::Handle;
@@ -229,7 +230,7 @@ fn authenticate(handle: &Handle, flags: c_int, args: &[String]) -> c_int {
         ),
         keys_require_uv: config.fido2.user_verification == UserVerification::Required,
     };
-    let store = FileStore::new(&config);
+    let store = AnyStore::new(&config);
     if args.debug {
         syslog::line(
             IDENT,

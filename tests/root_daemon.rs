@@ -1,0 +1,149 @@
+//! As root: the real module with `store = "twofoldd"`, through real libpam, against the real
+//! daemon serving a throwaway host's files. The module trusts only a root-owned socket with a root
+//! daemon behind it, so these need root; under `CI=true` they fail rather than skip.
+
+// Only the root-test gate of tests/root is used here.
+#[allow(dead_code, unused_imports)]
+#[macro_use]
+mod root;
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A daemon for `host`, on a socket of its own; killed when dropped.
+struct Daemon {
+    socket: PathBuf,
+    child: Option<Child>,
+    _run: TempDir,
+}
+
+impl Daemon {
+    fn start(host: &Host) -> Daemon {
+        let run = TempDir::new("run");
+        std::fs::set_permissions(run.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let socket = run.path().join("twofoldd.sock");
+        let daemon_toml = host.dir.write("twofoldd.toml", "");
+        let child = Command::new(env!("CARGO_BIN_EXE_twofoldd-tested"))
+            .arg("--config")
+            .arg(&host.config)
+            .arg("--daemon-config")
+            .arg(&daemon_toml)
+            .arg("--listen")
+            .arg(&socket)
+            .spawn()
+            .expect("start twofoldd");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "twofoldd did not listen in time");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Daemon {
+            socket,
+            child: Some(child),
+            _run: run,
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A host whose records are served by its own daemon, and whose module and CLI use it.
+fn host_with_daemon() -> (Host, Daemon) {
+    let host = Host::new("");
+    let daemon = Daemon::start(&host);
+    let text = std::fs::read_to_string(&host.config).unwrap();
+    host.write_config(&format!(
+        "store = \"twofoldd\"\ndaemon_socket = \"{}\"\n{text}",
+        daemon.socket.display()
+    ));
+    (host, daemon)
+}
+
+#[test]
+fn a_login_through_the_daemon_spends_its_code_once() {
+    needs_root!();
+    let (host, _daemon) = host_with_daemon();
+    let alice = host.enroll("alice");
+    host.login("alice", &[&alice.code(0)])
+        .assert_rc(PAM_SUCCESS)
+        .assert_only_prompt(CODE_PROMPT);
+    // The daemon wrote the replay guard into the host's state file.
+    assert!(host.state("alice").last_step > 0);
+    host.login("alice", &[&alice.code(0)])
+        .assert_rc(PAM_AUTH_ERR);
+    // A backup code, once.
+    let code = alice.codes[0].clone();
+    host.login("alice", &[&code]).assert_rc(PAM_SUCCESS);
+    host.login("alice", &[&code]).assert_rc(PAM_AUTH_ERR);
+}
+
+#[test]
+fn eight_racers_with_one_code_through_the_daemon_let_exactly_one_in() {
+    needs_root!();
+    let (host, _daemon) = host_with_daemon();
+    let alice = host.enroll("alice");
+    let code = alice.code(0);
+    let confdir = host.confdir.clone();
+    let start = Arc::new(Barrier::new(8));
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let (confdir, code, start) = (confdir.clone(), code.clone(), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                login(&confdir, "twofold", "alice", &[&code]).rc
+            })
+        })
+        .collect();
+    let codes: Vec<i32> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+    let wins = codes.iter().filter(|&&rc| rc == PAM_SUCCESS).count();
+    assert_eq!(wins, 1, "{codes:?}");
+    // The losers replayed the code: refused, and counted, so the last may find the user locked.
+    assert!(
+        codes
+            .iter()
+            .all(|&rc| [PAM_SUCCESS, PAM_AUTH_ERR, PAM_MAXTRIES].contains(&rc)),
+        "{codes:?}"
+    );
+}
+
+#[test]
+fn with_the_daemon_down_or_its_socket_not_roots_the_login_fails_closed_before_any_prompt() {
+    needs_root!();
+    let (host, mut daemon) = host_with_daemon();
+    let alice = host.enroll("alice");
+    // A socket someone else owns could be anyone's daemon.
+    std::os::unix::fs::chown(&daemon.socket, Some(65534), None).unwrap();
+    let login = host.login("alice", &[&alice.code(0)]);
+    login.assert_rc(PAM_AUTHINFO_UNAVAIL);
+    assert!(login.prompts().is_empty(), "{:?}", login.prompts());
+    std::os::unix::fs::chown(&daemon.socket, Some(0), None).unwrap();
+    host.login("alice", &[&alice.code(0)])
+        .assert_rc(PAM_SUCCESS);
+    // Down: no fallback to the files, which the module could read itself.
+    daemon.kill();
+    let login = host.login("alice", &[&alice.code(1)]);
+    login.assert_rc(PAM_AUTHINFO_UNAVAIL);
+    assert!(login.prompts().is_empty());
+    assert_eq!(
+        login.errors(),
+        ["Two-factor authentication is unavailable; contact your administrator."]
+    );
+}
