@@ -2,7 +2,8 @@
 //! arrays, maps, booleans and null, all of definite length.
 //!
 //! Security keys and browsers are hostile input: decoding refuses indefinite lengths, tags, floats,
-//! nesting deeper than `MAX_DEPTH`, lengths beyond the input, and trailing bytes; it never panics and
+//! nesting deeper than `MAX_DEPTH`, lengths beyond the input, map keys that are arrays or maps,
+//! duplicate keys, and trailing bytes; it never panics and
 //! never allocates more than the input could hold. Encoding writes CTAP2's canonical form
 //! (shortest lengths, map keys sorted), which authenticators require of requests.
 
@@ -244,6 +245,12 @@ impl Reader<'_> {
                 let mut entries: Vec<(Value, Value)> = Vec::with_capacity(n);
                 for _ in 0..n {
                     let key = self.item(depth + 1)?;
+                    // CTAP2 and COSE keys are integers and strings. An array or map key would
+                    // compare by arrival order while encoding sorts it, so two keys equal in
+                    // CBOR could both pass the duplicate check (found by fuzzing).
+                    if matches!(key, Value::Array(_) | Value::Map(_)) {
+                        return Err(CborError::Unsupported);
+                    }
                     if entries.iter().any(|(k, _)| *k == key) {
                         return Err(CborError::DuplicateKey);
                     }
@@ -389,6 +396,9 @@ mod tests {
             ("62c328", CborError::BadText),
             ("0000", CborError::TrailingBytes),
             ("a201020103", CborError::DuplicateKey),
+            // Map keys that are maps (equal in CBOR, in another order) or arrays.
+            ("a2a20102030400a20304010200", CborError::Unsupported),
+            ("a1810100", CborError::Unsupported),
             ("5a7fffffff", CborError::Truncated), // a length beyond the input
             ("9bffffffffffffffff", CborError::Truncated),
         ];

@@ -15,7 +15,7 @@ fi
 # Its direct dependencies are exactly these (crates/pam/Cargo.toml says why).
 direct=$(cargo tree -p twofold-pam -e normal --depth 1 --prefix none --locked | tail -n +2 |
   awk '{print $1}' | sort -u | tr '\n' ' ')
-[ "$direct" = "libc subtle twofold-core twofold-fido twofold-host zeroize " ] ||
+[ "$direct" = "libc subtle twofold-core twofold-fido twofold-host twofold-proto zeroize " ] ||
   fail "crates/pam's direct dependencies are: $direct"
 
 # 2. The release module links libpam and libc only (plus the dynamic loader, which every process

@@ -10,6 +10,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::{Arc, Barrier};
@@ -146,4 +147,61 @@ fn with_the_daemon_down_or_its_socket_not_roots_the_login_fails_closed_before_an
         login.errors(),
         ["Two-factor authentication is unavailable; contact your administrator."]
     );
+}
+
+const SCREEN_LOCKER: &str = "a_program_running_as_the_user_worker";
+
+/// The worker of `a_program_running_as_the_user_has_its_own_code_checked_by_the_daemon`: the
+/// real module in a process of `nobody`, as a screen locker would load it.
+#[test]
+fn a_program_running_as_the_user_worker() {
+    let Some(role) = worker_role() else {
+        // An ordinary run: nothing to do, but CI counts this as a root test that ran.
+        needs_root!();
+        return;
+    };
+    let env = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
+    let confdir = PathBuf::from(env("TWOFOLD_CONFDIR"));
+    let login = login(&confdir, "twofold", &role, &[&env("TWOFOLD_ANSWER")]);
+    common::report(common::RESULT, login.rc);
+}
+
+#[test]
+fn a_program_running_as_the_user_has_its_own_code_checked_by_the_daemon() {
+    needs_root!();
+    let (host, _daemon) = host_with_daemon();
+    // As packaged: the config readable by all (it holds no secret), the records root's.
+    for dir in [host.dir.path(), host.confdir.as_path()] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&host.config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let nobody = host.enroll("nobody");
+    host.enroll("alice");
+    let run_as_nobody = |user: &str, answer: &str| -> i32 {
+        let out = worker_command(SCREEN_LOCKER, user)
+            .env("TWOFOLD_CONFDIR", &host.confdir)
+            .env("TWOFOLD_ANSWER", answer)
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(common::RESULT))
+            .unwrap_or_else(|| panic!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr)))
+            .parse()
+            .unwrap()
+    };
+    // The user's own code: checked by the daemon, spent there.
+    assert_eq!(run_as_nobody("nobody", &nobody.code(0)), PAM_SUCCESS);
+    assert!(host.state("nobody").last_step > 0);
+    assert_eq!(
+        run_as_nobody("nobody", &nobody.code(0)),
+        PAM_AUTH_ERR,
+        "replayed"
+    );
+    // Another user's: refused by the daemon, whatever the code.
+    assert_eq!(run_as_nobody("alice", "123456"), PAM_AUTHINFO_UNAVAIL);
+    assert!(host.state("alice").failures.is_empty());
 }

@@ -13,7 +13,7 @@ pub mod sys;
 use std::os::raw::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use twofold_core::config::{ModuleArgs, UserVerification};
+use twofold_core::config::{Config, ModuleArgs, RecordsLocation, StoreKind, UserVerification};
 use twofold_core::key_assertion::KeyRefusal;
 use twofold_core::login::{self, KeyUnusable, LoginPolicy, Outcome};
 use twofold_core::prompt::Prompter;
@@ -22,9 +22,11 @@ use twofold_core::state::Origin;
 use twofold_core::text::LogLine;
 use twofold_core::user::UserName;
 use twofold_host::any_store::AnyStore;
+use twofold_host::daemon_store::DaemonStore;
 use twofold_host::syslog::{self, Level};
 use twofold_host::SystemClock;
 use twofold_host::{config_file, login_session};
+use twofold_proto::{Checked, Request, Response, Secret};
 
 use conversation::Conversation;
 use handle::Handle;
@@ -230,6 +232,11 @@ fn authenticate(handle: &Handle, flags: c_int, args: &[String]) -> c_int {
         ),
         keys_require_uv: config.fido2.user_verification == UserVerification::Required,
     };
+    // A program running as the user (a screen locker) cannot read root's records: the daemon
+    // checks the user's own code for it, on either store, with the same throttle.
+    let own_code_check = twofold_host::sys::geteuid() != 0
+        && (config.store == StoreKind::Twofoldd
+            || config.records.location() == RecordsLocation::Central);
     let store = AnyStore::new(&config);
     if args.debug {
         syslog::line(
@@ -246,6 +253,9 @@ fn authenticate(handle: &Handle, flags: c_int, args: &[String]) -> c_int {
     let who = at_service
         .token("user", &user_text)
         .token("rhost", rhost.as_deref().unwrap_or("-"));
+    if own_code_check {
+        return check_own_code(&config, user.as_ref(), &policy, &mut conversation, &who);
+    }
     // The device code runs only for a user who has keys (the core calls it then).
     let mut keys = keys::Toucher::new(&config.fido2, &who);
     let outcome = login::authenticate(
@@ -257,6 +267,103 @@ fn authenticate(handle: &Handle, flags: c_int, args: &[String]) -> c_int {
         &SystemClock,
     );
     finish(handle, &mut conversation, &who, outcome)
+}
+
+/// The module running as the user: asks for the code and lets twofoldd decide (the daemon checks
+/// that the user is the caller). No secret reaches this process.
+fn check_own_code(
+    config: &Config,
+    user: Option<&UserName>,
+    policy: &LoginPolicy,
+    conversation: &mut Conversation,
+    who: &LogLine,
+) -> c_int {
+    let daemon = DaemonStore::new(config);
+    let unavailable = |conversation: &mut Conversation, why: &str| {
+        let line = who
+            .clone()
+            .token("outcome", "unavailable")
+            .text("error", &format!("own-code check through twofoldd: {why}"));
+        syslog::line(IDENT, Level::Error, line.as_str());
+        conversation.error(UNAVAILABLE_HINT);
+        sys::PAM_AUTHINFO_UNAVAIL
+    };
+    let Some(user) = user else {
+        let line = who
+            .clone()
+            .token("outcome", "denied")
+            .token("reason", "unusable-name");
+        syslog::line(IDENT, Level::Notice, line.as_str());
+        return sys::PAM_AUTH_ERR;
+    };
+    let answer = match conversation.ask_hidden(login::CODE_PROMPT) {
+        Ok(answer) => answer,
+        Err(e) => {
+            let line = who
+                .clone()
+                .token("outcome", "conversation-failed")
+                .text("error", &e.to_string());
+            syslog::line(IDENT, Level::Notice, line.as_str());
+            return sys::PAM_CONV_ERR;
+        }
+    };
+    let request = Request::CheckCode {
+        user: user.as_str().to_string(),
+        answer: Secret(answer),
+    };
+    let checked = match daemon.call(&request) {
+        Ok(Response::Checked(checked)) => checked,
+        Ok(Response::Refused(why) | Response::Unavailable(why) | Response::Invalid(why)) => {
+            return unavailable(conversation, &why)
+        }
+        Ok(other) => return unavailable(conversation, &format!("unexpected answer {other:?}")),
+        Err(e) => return unavailable(conversation, &e.to_string()),
+    };
+    let line = who.clone().token("check", "twofoldd");
+    let (level, line, rc) = match checked {
+        Checked::Accepted { codes_left } => {
+            if let Some(left) = codes_left {
+                conversation.info(&format!("Backup code accepted; {left} left"));
+            }
+            (
+                Level::Info,
+                line.token("outcome", "success"),
+                sys::PAM_SUCCESS,
+            )
+        }
+        Checked::Denied => (
+            Level::Notice,
+            line.token("outcome", "denied"),
+            sys::PAM_AUTH_ERR,
+        ),
+        Checked::Locked { retry_after } => {
+            let minutes = retry_after.div_ceil(60).max(1);
+            conversation.error(&format!(
+                "Too many failed codes; try again in {minutes} min"
+            ));
+            (
+                Level::Notice,
+                line.token("outcome", "locked")
+                    .token("retry_after", &format!("{retry_after}s")),
+                sys::PAM_MAXTRIES,
+            )
+        }
+        Checked::NotEnrolled if policy.nullok => (
+            Level::Info,
+            line.token("outcome", "ignored")
+                .token("reason", "not-enrolled")
+                .token("nullok", "yes"),
+            sys::PAM_IGNORE,
+        ),
+        Checked::NotEnrolled => (
+            Level::Notice,
+            line.token("outcome", "denied")
+                .token("reason", "not-enrolled"),
+            sys::PAM_AUTH_ERR,
+        ),
+    };
+    syslog::line(IDENT, level, line.as_str());
+    rc
 }
 
 /// Maps an outcome to its PAM code, user message and log line: the only place that does.
