@@ -205,3 +205,57 @@ fn a_program_running_as_the_user_has_its_own_code_checked_by_the_daemon() {
     assert_eq!(run_as_nobody("alice", "123456"), PAM_AUTHINFO_UNAVAIL);
     assert!(host.state("alice").failures.is_empty());
 }
+
+fn twofold(host: &Host, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_twofold-tested"))
+        .arg("--config")
+        .arg(&host.config)
+        .args(args)
+        .output()
+        .expect("run twofold")
+}
+
+#[test]
+fn the_cli_works_through_the_daemon_and_says_so_when_it_is_down() {
+    needs_root!();
+    let (host, mut daemon) = host_with_daemon();
+    const SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    let key = twofold_tests::codes::key(SECRET);
+    let code = code_at(&key, current_step(key.period));
+    let enrolled = twofold(
+        &host,
+        &[
+            "enroll", "--user", "alice", "--secret", SECRET, "--code", &code, "--qr", "none",
+        ],
+    );
+    assert!(
+        enrolled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&enrolled.stderr)
+    );
+    // Written by the daemon into its backend (this host's files).
+    assert!(host.record_path("alice").exists());
+    let status = twofold(&host, &["status", "--user", "alice", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(json["totp"], true);
+    let check = twofold(
+        &host,
+        &["check", "--pam-dir", host.confdir.to_str().unwrap()],
+    );
+    let check_out = String::from_utf8_lossy(&check.stdout);
+    assert!(check_out.contains("store: twofoldd"), "{check_out}");
+    assert!(check_out.contains(": up, backend files"), "{check_out}");
+    let disabled = twofold(&host, &["disable", "--user", "alice"]);
+    assert!(
+        disabled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&disabled.stderr)
+    );
+    assert!(!host.record_path("alice").exists());
+    daemon.kill();
+    let down = twofold(&host, &["status", "--user", "alice"]);
+    assert!(!down.status.success());
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("twofoldd"), "{stderr}");
+}

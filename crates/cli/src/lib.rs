@@ -17,7 +17,8 @@ use clap::Parser;
 use zeroize::Zeroizing;
 
 use twofold_core::totp::Secret;
-use twofold_host::{config_file, FileStore};
+use twofold_host::any_store::AnyStore;
+use twofold_host::config_file;
 
 use commands::{
     codes, confirm_store, disable, enroll, import as import_command, keys, status, unlock,
@@ -47,7 +48,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         return pam_users(pam_dir, *skip_profile);
     }
     let config = config_file::load(&cli.config)?;
-    let store = FileStore::for_admin(&config);
+    let store = AnyStore::for_admin(&config);
     match cli.command {
         Command::Enroll {
             user,

@@ -13,10 +13,11 @@ use twofold_core::config::{Config, RecordsLocation};
 use twofold_core::enroll::EnrollError;
 use twofold_core::text::LogLine;
 use twofold_core::user::{Account, UserName};
+use twofold_host::any_store::AnyStore;
 use twofold_host::file_store::as_user;
+use twofold_host::passwd;
 use twofold_host::sys::{self, open_flags};
 use twofold_host::syslog::{self, Level};
-use twofold_host::{passwd, FileStore};
 
 /// A failure to report: one line on stderr, exit code 1.
 pub(crate) struct Failure(pub(crate) String);
@@ -51,9 +52,13 @@ pub(crate) fn target_user(named: Option<&str>) -> Result<UserName, Failure> {
 /// error into advice.
 pub(crate) fn prepare_store(
     config: &Config,
-    store: &FileStore,
+    store: &AnyStore,
     user: &UserName,
 ) -> Result<(), Failure> {
+    // Through twofoldd, the daemon's backend is its business.
+    let Some(store) = store.files() else {
+        return Ok(());
+    };
     // The store's own answer: it keys records by the account's canonical name.
     let (record, _) = store.paths(user)?;
     let dir = record.parent().unwrap_or(Path::new("/"));

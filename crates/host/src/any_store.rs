@@ -25,6 +25,22 @@ impl AnyStore {
             StoreKind::Twofoldd => AnyStore::Daemon(DaemonStore::new(config)),
         }
     }
+
+    /// The CLI's store (an administrator's view: see `FileStore::for_admin`).
+    pub fn for_admin(config: &Config) -> AnyStore {
+        match config.store {
+            StoreKind::Files => AnyStore::Files(Box::new(FileStore::for_admin(config))),
+            StoreKind::Twofoldd => AnyStore::Daemon(DaemonStore::new(config)),
+        }
+    }
+
+    /// The file store, when that is the store.
+    pub fn files(&self) -> Option<&FileStore> {
+        match self {
+            AnyStore::Files(store) => Some(store),
+            AnyStore::Daemon(_) => None,
+        }
+    }
 }
 
 impl Accounts for AnyStore {

@@ -190,13 +190,22 @@ impl Store for DaemonStore {
             state: State::default(),
             generation: 0,
         };
+        let mut guessed = true;
         for _ in 0..MAX_RACES {
             let current = self.record_of(&snapshot)?;
             let mut state = snapshot.state.clone();
             let (record, result) = match change(current.as_ref(), &mut state) {
                 Ok(changed) => changed,
+                // Refused on the guess (a disable, say, needs the record): decide on the real
+                // copy.
+                Err(_) if guessed => {
+                    guessed = false;
+                    snapshot = self.snapshot(user)?;
+                    continue;
+                }
                 Err(e) => return Ok(Err(e)),
             };
+            guessed = false;
             let request = Request::Replace {
                 user: user.as_str().to_string(),
                 generation: snapshot.generation,

@@ -5,11 +5,14 @@ pub mod stack;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use twofold_core::config::StoreKind;
 use twofold_core::config::{Config, ModuleArgs, RecordsLocation};
 use twofold_core::store::Store;
 use twofold_core::user::UserName;
+use twofold_host::daemon_store::DaemonStore;
 use twofold_host::store_marker::Anchor;
 use twofold_host::{config_file, file_store, FileStore};
+use twofold_proto::{Request, Response};
 
 use crate::pam_files;
 use crate::support::Failure;
@@ -46,8 +49,27 @@ pub(crate) fn check(path: &Path, config: &Config, pam_dir: &Path) -> Result<(), 
         }
     );
     let mut problems = check_pam_stacks(pam_dir, path, config);
-    problems += check_store_confirmed(config);
-    if config.records.location() == RecordsLocation::Central {
+    if config.store == StoreKind::Twofoldd {
+        // The daemon holds the records: its answer is the check.
+        let daemon = DaemonStore::new(config);
+        match daemon.call(&Request::Status) {
+            Ok(Response::Status { store, detail }) => println!(
+                "store: twofoldd ({}): up, backend {store}: {detail}",
+                daemon.socket().display()
+            ),
+            Ok(other) => {
+                problems += 1;
+                println!("store: twofoldd: unexpected answer {other:?}");
+            }
+            Err(e) => {
+                problems += 1;
+                println!("store: {e}; every login fails closed until it answers");
+            }
+        }
+    } else {
+        problems += check_store_confirmed(config);
+    }
+    if config.store == StoreKind::Files && config.records.location() == RecordsLocation::Central {
         let sample = config.records.path_for("user", None).unwrap_or_default();
         let dir = sample.parent().unwrap_or(Path::new("/"));
         // Central records are root's: the rule the module applies when it runs as root.
@@ -158,9 +180,10 @@ fn check_pam_stacks(dir: &Path, main_config: &Path, config: &Config) -> usize {
             if runs_as_user {
                 println!(
                     "{place}: warning: {service} is a screen locker, which runs as the user and \
-                     cannot read root's central records: it refuses every enrolled user. Give it \
-                     a stack without pam_twofold.so (it unlocks a session that already passed \
-                     the second factor)"
+                     cannot read root's central records: the module there asks twofoldd to check \
+                     the user's own code, and refuses every enrolled user while twofoldd is not \
+                     running. Run twofoldd, or give the locker a stack without pam_twofold.so (it \
+                     unlocks a session that already passed the second factor)"
                 );
             }
             for (severity, finding) in &found.findings {

@@ -5,13 +5,13 @@ use std::path::Path;
 use twofold_core::config::Config;
 use twofold_core::enroll;
 use twofold_core::user::UserName;
-use twofold_host::FileStore;
+use twofold_host::any_store::AnyStore;
 
 use crate::support::{audit, prepare_store, refuse_existing, show_codes, Failure};
 
 pub(crate) fn regenerate(
     config: &Config,
-    store: &FileStore,
+    store: &AnyStore,
     user: &UserName,
     backup_codes_file: Option<&Path>,
 ) -> Result<(), Failure> {

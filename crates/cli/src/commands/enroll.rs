@@ -13,7 +13,8 @@ use twofold_core::qr::{self, QrStyle};
 use twofold_core::store::Store;
 use twofold_core::totp::Secret;
 use twofold_core::user::UserName;
-use twofold_host::{FileStore, SystemClock};
+use twofold_host::any_store::AnyStore;
+use twofold_host::SystemClock;
 
 use crate::flags::QrArg;
 use crate::support::{
@@ -23,7 +24,7 @@ use crate::support::{
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn enroll_user(
     config: &Config,
-    store: &FileStore,
+    store: &AnyStore,
     user: &UserName,
     secret: Option<Secret>,
     code: Option<String>,
@@ -63,7 +64,7 @@ pub(crate) fn enroll_user(
 /// returns the backup codes to show.
 fn confirm_loop(
     config: &Config,
-    store: &FileStore,
+    store: &AnyStore,
     user: &UserName,
     pending: Pending,
     code: Option<String>,

@@ -16,9 +16,10 @@ use twofold_core::security_key::{check_rp_id, KeyName, PublicKey, SecurityKey};
 use twofold_core::store::Store;
 use twofold_core::user::UserName;
 use twofold_fido::touch::Registration;
+use twofold_host::any_store::AnyStore;
 use twofold_host::file_store::as_user;
 use twofold_host::sys::{self, open_flags};
-use twofold_host::{FileStore, SystemClock};
+use twofold_host::SystemClock;
 
 use crate::import::pam_u2f;
 use crate::support::{acting_for, ask_secret, audit, prepare_store, Failure};
@@ -47,7 +48,7 @@ fn key_name(name: &str) -> Result<KeyName, Failure> {
 
 pub(crate) fn add(
     config: &Config,
-    store: &FileStore,
+    store: &AnyStore,
     user: &UserName,
     name: &str,
     pin: bool,
@@ -126,7 +127,7 @@ pub(crate) fn add(
     Ok(())
 }
 
-pub(crate) fn list(store: &FileStore, user: &UserName, json: bool) -> Result<(), Failure> {
+pub(crate) fn list(store: &AnyStore, user: &UserName, json: bool) -> Result<(), Failure> {
     let loaded = store.load(user)?;
     let keys: Vec<serde_json::Value> = loaded
         .as_ref()
@@ -201,7 +202,7 @@ fn day(time: Option<u64>) -> String {
 }
 
 pub(crate) fn rename(
-    store: &FileStore,
+    store: &AnyStore,
     user: &UserName,
     old: &str,
     new: &str,
@@ -213,7 +214,7 @@ pub(crate) fn rename(
     Ok(())
 }
 
-pub(crate) fn remove(store: &FileStore, user: &UserName, name: &str) -> Result<(), Failure> {
+pub(crate) fn remove(store: &AnyStore, user: &UserName, name: &str) -> Result<(), Failure> {
     let name = key_name(name)?;
     keys::remove(store, user, &name).map_err(Failure::from)?;
     audit(user, &format!("removed security key {name}"));
@@ -223,7 +224,7 @@ pub(crate) fn remove(store: &FileStore, user: &UserName, name: &str) -> Result<(
 
 pub(crate) fn import_pam_u2f(
     config: &Config,
-    store: &FileStore,
+    store: &AnyStore,
     user: &UserName,
     path: &Path,
     rp_id_flag: Option<String>,

@@ -3,11 +3,12 @@
 use twofold_core::clock::Clock;
 use twofold_core::store::Store;
 use twofold_core::user::UserName;
-use twofold_host::{FileStore, SystemClock};
+use twofold_host::any_store::AnyStore;
+use twofold_host::SystemClock;
 
 use crate::support::Failure;
 
-pub(crate) fn status(store: &FileStore, user: &UserName, json: bool) -> Result<(), Failure> {
+pub(crate) fn status(store: &AnyStore, user: &UserName, json: bool) -> Result<(), Failure> {
     let loaded = store.load(user)?;
     let now = SystemClock.now();
     let (totp, left, locked_until, hosts_locked) = match &loaded {
