@@ -43,7 +43,11 @@ svc_needs=twofold-check-needs
 # Every regular file the .deb must install, and nothing else.
 deb_files=(
   /etc/twofold/config.toml
+  /etc/twofold/twofoldd.toml
+  /lib/systemd/system/twofoldd.service
+  /lib/systemd/system/twofoldd.socket
   /usr/bin/twofold
+  /usr/sbin/twofoldd
   "$module"
   /usr/share/doc/twofold/changelog.Debian.gz
   /usr/share/doc/twofold/copyright
@@ -51,6 +55,7 @@ deb_files=(
   /usr/share/man/man1/twofold.1.gz
   /usr/share/man/man5/twofold.toml.5.gz
   /usr/share/man/man8/pam_twofold.8.gz
+  /usr/share/man/man8/twofoldd.8.gz
   /usr/share/pam-configs/twofold
 )
 
@@ -172,6 +177,22 @@ done
 # that other services on this machine cannot decide the outcome.
 logged check-installed /usr/bin/twofold check --pam-dir "$work/review"
 echo "twofold check: ok"
+dpkg-query -W -f='${Conffiles}\n' twofold | grep -q '^ /etc/twofold/twofoldd.toml ' ||
+  fail "/etc/twofold/twofoldd.toml is not a conffile"
+
+# ---------------------------------------------------------------------------------------------
+step "the installed twofoldd answers the installed CLI"
+daemon_socket=$work/twofoldd/twofoldd.sock
+/usr/sbin/twofoldd --listen "$daemon_socket" &
+daemon_pid=$!
+for _ in $(seq 100); do [ -S "$daemon_socket" ] && break; sleep 0.05; done
+printf 'store = "twofoldd"\ndaemon_socket = "%s"\n' "$daemon_socket" >"$work/daemon-config.toml"
+chmod 0600 "$work/daemon-config.toml"
+/usr/bin/twofold --config "$work/daemon-config.toml" check --pam-dir "$work/review" >"$work/daemon-check.log" 2>&1 || true
+kill "$daemon_pid"; wait "$daemon_pid" 2>/dev/null || true
+grep -q 'store: twofoldd (.*): up, backend files' "$work/daemon-check.log" ||
+  fail "twofold check did not find the installed twofoldd up: $(cat "$work/daemon-check.log")"
+echo "twofoldd: up, and twofold check through it: ok"
 
 # ---------------------------------------------------------------------------------------------
 step "a real user logs in through the installed module"
@@ -410,14 +431,19 @@ libdir=$(rpm --eval '%{_libdir}')
 has() { awk '{print $NF}' "$work/rpm-files" | grep -qx "$1" || fail "the rpm lacks $1"; }
 has "$libdir/security/pam_twofold.so"
 has /usr/bin/twofold
+has /usr/sbin/twofoldd
 has /etc/twofold/config.toml
+has /etc/twofold/twofoldd.toml
+has /usr/lib/systemd/system/twofoldd.socket
+has /usr/lib/systemd/system/twofoldd.service
 has /var/lib/twofold
-for page in man1/twofold.1 man5/twofold.toml.5 man8/pam_twofold.8; do
+for page in man1/twofold.1 man5/twofold.toml.5 man8/pam_twofold.8 man8/twofoldd.8; do
   has "/usr/share/man/$page\(\.gz\)\?"
 done
 grep -q '^drwx------ .* root *root .* /var/lib/twofold$' "$work/rpm-files" ||
   fail "the rpm's /var/lib/twofold is not 0700 root:root"
-[ "$(rpm -qcp "$rpm_file")" = /etc/twofold/config.toml ] || fail "the rpm's config files are not just /etc/twofold/config.toml"
+[ "$(rpm -qcp "$rpm_file" | tr '\n' ' ')" = "/etc/twofold/config.toml /etc/twofold/twofoldd.toml " ] ||
+  fail "the rpm's config files are not config.toml and twofoldd.toml"
 # fflags: c = %config, n = noreplace.
 rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$rpm_file" | grep -qx 'cn /etc/twofold/config.toml' ||
   fail "the rpm's config.toml is not %config(noreplace)"
