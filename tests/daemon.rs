@@ -415,7 +415,9 @@ fn a_bad_daemon_config_stops_the_daemon_with_the_line_named() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not yet"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("backend = \"ldap\" needs an [ldap] section")
+    );
 }
 
 // ---- As root: another uid, end to end.

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # dpkg-buildpackage with debhelper, lintian, pam-auth-update (libpam-runtime) and rpmbuild.
 packages=(gcc libpam0g-dev libpam-modules libpam-runtime pamtester oathtool zbar-tools passwd
   openssh-server openssh-client sudo python3 python3-paramiko python3-venv
-  build-essential debhelper lintian rpm git openssl)
+  build-essential debhelper lintian rpm git openssl slapd ldap-utils)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${packages[@]}"; do

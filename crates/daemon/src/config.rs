@@ -18,6 +18,8 @@ use twofold_core::config::{line_of, one_line, ConfigError};
 use twofold_core::user::UserName;
 use twofold_host::sys;
 
+use crate::ldap_config::{LdapConfig, RawLdap};
+
 /// Where the daemon's config lives unless `--daemon-config PATH` says otherwise.
 pub const DEFAULT_DAEMON_CONFIG_PATH: &str = "/etc/twofold/twofoldd.toml";
 /// The socket systemd listens on, and the one `--listen` defaults to in the config.
@@ -35,6 +37,8 @@ pub struct DaemonConfig {
     pub io_timeout: Duration,
     /// Connections served at once; more are answered "busy".
     pub max_connections: usize,
+    /// The directory (`[ldap]`), present exactly when the backend is `ldap`.
+    pub ldap: Option<LdapConfig>,
 }
 
 /// Where the daemon keeps records.
@@ -43,32 +47,45 @@ pub struct DaemonConfig {
 pub enum Backend {
     /// The same files as the module's embedded store (`records` in config.toml).
     Files,
-    /// A directory server; reserved, not yet built.
+    /// A directory server (`[ldap]`): one entry per user, for fleets.
     Ldap,
 }
 
 impl DaemonConfig {
     /// Parses config text; `path` only names the source in errors.
     pub fn parse(path: &Path, text: &str) -> Result<DaemonConfig, ConfigError> {
-        let raw: RawDaemonConfig = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+        let mut raw: RawDaemonConfig = toml::from_str(text).map_err(|e| ConfigError::Invalid {
             path: path.into(),
             line: e.span().map(|span| line_of(text, span.start)),
             message: one_line(e.message()),
         })?;
-        if raw.backend == Backend::Ldap {
-            let line = text
-                .lines()
-                .position(|l| l.trim_start().starts_with("backend"))
-                .map(|index| index + 1);
-            return Err(ConfigError::Invalid {
-                path: path.into(),
-                line,
-                message: "backend = \"ldap\" is not yet available in this twofoldd; use \
-                          backend = \"files\""
-                    .into(),
-            });
-        }
-        Ok(raw.into())
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.into(),
+            line: key_line(text, key),
+            message,
+        };
+        let ldap = match (raw.backend, raw.ldap.take()) {
+            (Backend::Ldap, Some(section)) => {
+                Some(LdapConfig::from_raw(section).map_err(|(key, why)| invalid(key, why))?)
+            }
+            (Backend::Ldap, None) => {
+                return Err(invalid(
+                    "backend",
+                    "backend = \"ldap\" needs an [ldap] section (servers, base_dn, bind_dn, \
+                     bind_password_file)"
+                        .into(),
+                ))
+            }
+            // A section the backend does not use would be a silent surprise later.
+            (Backend::Files, Some(_)) => {
+                return Err(invalid(
+                    "[ldap]",
+                    "an [ldap] section is only read with backend = \"ldap\"".into(),
+                ))
+            }
+            (Backend::Files, None) => None,
+        };
+        Ok(DaemonConfig { ldap, ..raw.into() })
     }
 
     /// Loads `path`. Only the default path may be missing (meaning the defaults): a file someone
@@ -145,6 +162,7 @@ impl From<RawDaemonConfig> for DaemonConfig {
             web_user: raw.web_user,
             io_timeout: Duration::from_millis(raw.io_timeout_ms),
             max_connections: raw.max_connections,
+            ldap: None,
         }
     }
 }
@@ -163,6 +181,7 @@ struct RawDaemonConfig {
     io_timeout_ms: u64,
     #[serde(deserialize_with = "max_connections")]
     max_connections: usize,
+    ldap: Option<RawLdap>,
 }
 
 impl Default for RawDaemonConfig {
@@ -174,6 +193,7 @@ impl Default for RawDaemonConfig {
             web_user: UserName::parse(DEFAULT_WEB_USER).expect("a valid default name"),
             io_timeout_ms: DEFAULT_IO_TIMEOUT_MS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            ldap: None,
         }
     }
 }
@@ -199,7 +219,12 @@ fn web_user<'de, D: Deserializer<'de>>(d: D) -> Result<UserName, D::Error> {
     UserName::parse(&name).ok_or_else(|| D::Error::custom("web_user: expected an account name"))
 }
 
-fn ranged<'de, D: Deserializer<'de>>(d: D, key: &str, min: i64, max: i64) -> Result<i64, D::Error> {
+pub(crate) fn ranged<'de, D: Deserializer<'de>>(
+    d: D,
+    key: &str,
+    min: i64,
+    max: i64,
+) -> Result<i64, D::Error> {
     let value = i64::deserialize(d)?;
     if (min..=max).contains(&value) {
         Ok(value)
@@ -217,6 +242,21 @@ fn io_timeout_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 
 fn max_connections<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     ranged(d, "max_connections", 1, 4096).map(|v| v as usize)
+}
+
+/// The line (1-based) where `key` is first set, or where the `[section]` header `key` is.
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            match key.starts_with('[') {
+                true => l.starts_with(key),
+                false => l
+                    .strip_prefix(key)
+                    .is_some_and(|r| r.trim_start().starts_with('=')),
+            }
+        })
+        .map(|index| index + 1)
 }
 
 const DEFAULT_WEB_USER: &str = "twofold-web";
@@ -275,12 +315,55 @@ mod tests {
         assert!(err.starts_with("/etc/twofold/twofoldd.toml:1:"), "{err}");
     }
 
+    const LDAP: &str = "backend = \"ldap\"\n[ldap]\n\
+        servers = [\"ldaps://dir.example.com:636\", \"ldap://localhost:389\", \"ldapi:///\"]\n\
+        base_dn = \"dc=example,dc=com\"\n\
+        bind_dn = \"cn=twofoldd,dc=example,dc=com\"\n\
+        bind_password_file = \"/etc/twofold/ldap.secret\"\n\
+        ca_file = \"/etc/twofold/ldap-ca.pem\"\n";
+
     #[test]
-    fn the_ldap_backend_is_refused_as_not_yet_built() {
+    fn the_ldap_backend_needs_its_section_and_takes_its_defaults() {
         let err = parse("socket = \"/run/x.sock\"\nbackend = \"ldap\"\n").unwrap_err();
         assert!(
-            err.starts_with("/etc/twofold/twofoldd.toml:2: backend = \"ldap\" is not yet"),
+            err.starts_with("/etc/twofold/twofoldd.toml:2: backend = \"ldap\" needs an [ldap]"),
             "{err}"
         );
+        let config = parse(LDAP).unwrap();
+        let ldap = config.ldap.unwrap();
+        assert_eq!(ldap.servers.len(), 3);
+        assert_eq!(ldap.user_filter, "(uid={user})");
+        assert_eq!(ldap.connect_timeout, Duration::from_millis(1000));
+        assert_eq!(ldap.op_timeout, Duration::from_millis(1500));
+        assert_eq!(ldap.deadline, Duration::from_millis(3000));
+        assert!(!ldap.starttls);
+    }
+
+    #[test]
+    fn tls_without_a_ca_file_plain_remote_ldap_and_a_stray_section_are_refused() {
+        let no_ca = LDAP.replace("ca_file = \"/etc/twofold/ldap-ca.pem\"\n", "");
+        let err = parse(&no_ca).unwrap_err();
+        assert!(
+            err.starts_with("/etc/twofold/twofoldd.toml:3: ldaps://"),
+            "{err}"
+        );
+        assert!(err.contains("needs ca_file"), "{err}");
+        let remote = LDAP.replace("ldap://localhost:389", "ldap://dir.example.com");
+        let err = parse(&remote).unwrap_err();
+        assert!(err.contains("only for localhost"), "{err}");
+        let stray = LDAP.replace("backend = \"ldap\"", "backend = \"files\"");
+        let err = parse(&stray).unwrap_err();
+        assert!(
+            err.starts_with("/etc/twofold/twofoldd.toml:2: an [ldap] section"),
+            "{err}"
+        );
+        let slow = format!("{LDAP}deadline_ms = 5000\n");
+        let err = parse(&slow).unwrap_err();
+        assert!(
+            err.contains("deadline_ms: expected an integer from 50 to 4500"),
+            "{err}"
+        );
+        let typo = format!("{LDAP}server = []\n");
+        assert!(parse(&typo).unwrap_err().contains("unknown field `server`"));
     }
 }

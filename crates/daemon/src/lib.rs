@@ -13,6 +13,9 @@
 pub mod authorize;
 pub mod check;
 pub mod config;
+pub mod ldap_config;
+pub mod ldap_state;
+pub mod ldap_store;
 pub mod listen;
 pub mod records;
 pub mod server;
@@ -26,6 +29,7 @@ use twofold_host::syslog::{self, Level};
 use twofold_host::{config_file, passwd};
 
 use crate::config::{DaemonConfig, DEFAULT_DAEMON_CONFIG_PATH};
+use crate::ldap_store::LdapStore;
 use crate::server::{Daemon, IDENT};
 
 /// Runs the daemon with this process's arguments.
@@ -136,15 +140,23 @@ pub fn run(options: &Options) -> Result<(), String> {
         (None, Some(listener)) => listener,
         (None, None) => listen::bind(&daemon.socket)?,
     };
-    let started = format!(
-        "started: backend=files records={}",
-        twofold_core::text::field(config.records.as_str())
-    );
+    let ldap = match &daemon.ldap {
+        Some(ldap) => Some(LdapStore::open(ldap)?),
+        None => None,
+    };
+    let started = match &ldap {
+        Some(store) => format!("started: backend=ldap {}", store.describe()),
+        None => format!(
+            "started: backend=files records={}",
+            twofold_core::text::field(config.records.as_str())
+        ),
+    };
     syslog::line(IDENT, Level::Info, &started);
     let daemon = Arc::new(Daemon {
         config,
         daemon,
         web_uid,
+        ldap,
     });
     server::serve(listener, daemon).map_err(|e| format!("cannot accept connections: {e}"))
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use twofold_core::config::Config;
+use twofold_core::store::{Accounts, Store};
 use twofold_core::text::LogLine;
 use twofold_core::user::UserName;
 use twofold_host::syslog::{self, Level};
@@ -19,6 +20,7 @@ use twofold_proto::{read_frame, write_frame, ProtoError, Request, Response};
 use crate::authorize::allowed;
 use crate::check::check_code;
 use crate::config::DaemonConfig;
+use crate::ldap_store::LdapStore;
 use crate::records;
 
 /// What every connection needs: both configs and the web server's uid, read at start.
@@ -28,6 +30,9 @@ pub struct Daemon {
     pub daemon: DaemonConfig,
     /// The uid of `web_user`; `None` if that account does not exist.
     pub web_uid: Option<u32>,
+    /// The directory store, when the backend is `ldap` (the files backend makes its stores per
+    /// request).
+    pub ldap: Option<LdapStore>,
 }
 
 /// Serves connections on `listener` until accepting fails for good.
@@ -98,18 +103,45 @@ pub fn respond(daemon: &Daemon, peer_uid: u32, request: &Request) -> Response {
         Some(None) => return Response::Invalid("not a usable user name".into()),
         None => None,
     };
-    match (request, &user) {
-        (Request::Status, _) => Response::Status {
+    match (&daemon.ldap, request) {
+        (Some(store), Request::Status) => Response::Status {
+            store: "ldap".into(),
+            detail: store.describe(),
+        },
+        (None, Request::Status) => Response::Status {
             store: "files".into(),
             detail: daemon.config.records.as_str().into(),
         },
-        (Request::Load { .. }, Some(user)) => records::load(&FileStore::new(&daemon.config), user),
+        (Some(store), _) => operate(daemon, store, store, request, user.as_ref(), &who),
+        (None, _) => operate(
+            daemon,
+            &FileStore::new(&daemon.config),
+            &admin_store(&daemon.config),
+            request,
+            user.as_ref(),
+            &who,
+        ),
+    }
+}
+
+/// Serves a request that names a user on a backend: `reads` for loads and code checks (whose
+/// answers logins are decided on), `writes` for updates and replacements.
+fn operate<R: Store + Accounts, W: Store>(
+    daemon: &Daemon,
+    reads: &R,
+    writes: &W,
+    request: &Request,
+    user: Option<&UserName>,
+    who: &LogLine,
+) -> Response {
+    match (request, user) {
+        (Request::Load { .. }, Some(user)) => records::load(reads, user),
         (
             Request::Update {
                 generation, state, ..
             },
             Some(user),
-        ) => records::update(&admin_store(&daemon.config), user, *generation, state),
+        ) => records::update(writes, user, *generation, state),
         (
             Request::Replace {
                 generation,
@@ -118,23 +150,17 @@ pub fn respond(daemon: &Daemon, peer_uid: u32, request: &Request) -> Response {
                 ..
             },
             Some(user),
-        ) => records::replace(
-            &admin_store(&daemon.config),
-            user,
-            *generation,
-            record.as_ref(),
-            state,
-        ),
+        ) => records::replace(writes, user, *generation, record.as_ref(), state),
         (Request::CheckCode { answer, .. }, Some(user)) => {
-            let store = FileStore::new(&daemon.config);
             let (response, level, line) =
-                check_code(&store, &daemon.config, user, &answer.0, &SystemClock);
-            syslog::line(IDENT, level, who.and(&line).as_str());
+                check_code(reads, &daemon.config, user, &answer.0, &SystemClock);
+            syslog::line(IDENT, level, who.clone().and(&line).as_str());
             response
         }
         (Request::CheckPassword { .. }, _) => {
             Response::Unavailable("password checks come with twofold-web".into())
         }
+        (Request::Status, _) => Response::Invalid("status names no user".into()),
         // Every request but Status names a user, parsed above.
         (_, None) => Response::Invalid("no user named".into()),
     }
