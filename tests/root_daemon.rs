@@ -7,6 +7,9 @@
 #[macro_use]
 mod root;
 mod common;
+// Only the slapd harness's start and attributes are used here.
+#[allow(dead_code)]
+mod ldap;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -27,10 +30,15 @@ struct Daemon {
 
 impl Daemon {
     fn start(host: &Host) -> Daemon {
+        Daemon::start_with(host, "")
+    }
+
+    /// A daemon with `daemon_config` as its twofoldd.toml.
+    fn start_with(host: &Host, daemon_config: &str) -> Daemon {
         let run = TempDir::new("run");
         std::fs::set_permissions(run.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let socket = run.path().join("twofoldd.sock");
-        let daemon_toml = host.dir.write("twofoldd.toml", "");
+        let daemon_toml = host.dir.write("twofoldd.toml", daemon_config);
         let child = Command::new(env!("CARGO_BIN_EXE_twofoldd-tested"))
             .arg("--config")
             .arg(&host.config)
@@ -258,4 +266,72 @@ fn the_cli_works_through_the_daemon_and_says_so_when_it_is_down() {
     let stderr = String::from_utf8_lossy(&down.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("twofoldd"), "{stderr}");
+}
+
+#[test]
+fn a_record_moved_from_files_into_the_directory_logs_in_and_what_was_spent_stays_spent() {
+    needs_root!();
+    assert!(
+        ldap::available() || std::env::var("CI").as_deref() != Ok("true"),
+        "slapd is needed under CI=true (tests/run.sh installs it)"
+    );
+    if !ldap::available() {
+        eprintln!("SKIPPED: slapd is not installed");
+        return;
+    }
+    let slapd = ldap::Slapd::start();
+    // alice uses the host's files first, and spends a code and a backup code there.
+    let host = Host::new("");
+    let alice = host.enroll("alice");
+    host.login("alice", &[&alice.code(0)])
+        .assert_rc(PAM_SUCCESS);
+    host.login("alice", &[&alice.codes[0]])
+        .assert_rc(PAM_SUCCESS);
+    // Then the host joins the fleet: a daemon on the directory, and store = "twofoldd".
+    let password = host
+        .dir
+        .write("ldap.secret", format!("{}\n", ldap::BIND_PASSWORD));
+    let daemon = Daemon::start_with(
+        &host,
+        &format!(
+            "backend = \"ldap\"\n[ldap]\nservers = [\"{}\"]\nbase_dn = \"{}\"\nbind_dn = \"{}\"\n\
+             bind_password_file = \"{}\"\n",
+            slapd.url(),
+            ldap::BASE,
+            ldap::BIND_DN,
+            password.display()
+        ),
+    );
+    let text = std::fs::read_to_string(&host.config).unwrap();
+    host.write_config(&format!(
+        "store = \"twofoldd\"\ndaemon_socket = \"{}\"\n{text}",
+        daemon.socket.display()
+    ));
+    let moved = twofold(&host, &["migrate", "--user", "alice"]);
+    assert!(
+        moved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    assert!(String::from_utf8_lossy(&moved.stdout).contains("alice: moved"));
+    // Again: nothing changes, nothing is revived.
+    let again = twofold(&host, &["migrate", "--user", "alice"]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already there"));
+    assert_eq!(slapd.attribute("alice", "twofoldRecord").len(), 1);
+    // Through the directory: what was spent on files stays spent, the rest logs in.
+    host.login("alice", &[&alice.code(0)])
+        .assert_rc(PAM_AUTH_ERR);
+    host.login("alice", &[&alice.codes[0]])
+        .assert_rc(PAM_AUTH_ERR);
+    host.login("alice", &[&alice.codes[1]])
+        .assert_rc(PAM_SUCCESS);
+    // bob has no enrollment on files: nothing to move, and no error.
+    let bob = twofold(&host, &["migrate", "--user", "bob"]);
+    assert!(bob.status.success());
+    assert!(String::from_utf8_lossy(&bob.stdout).contains("nothing to move"));
 }

@@ -77,6 +77,14 @@ pub(crate) enum Command {
         #[command(subcommand)]
         source: ImportSource,
     },
+    /// Move users' records from this host's files (`records`) into twofoldd's store
+    /// (`store = "twofoldd"`); idempotent: run it again, nothing is lost and spent codes stay
+    /// spent.
+    Migrate {
+        /// A user to move (repeatable).
+        #[arg(long = "user", value_name = "NAME", required = true)]
+        users: Vec<String>,
+    },
     /// Mark the records store as the real one (the package does this at install): writes
     /// `.twofold-store` in the central records directory, or creates the home index. Until then
     /// the module refuses users without a record rather than take an empty or unmounted store

@@ -21,7 +21,7 @@ use twofold_host::any_store::AnyStore;
 use twofold_host::config_file;
 
 use commands::{
-    codes, confirm_store, disable, enroll, import as import_command, keys, status, unlock,
+    codes, confirm_store, disable, enroll, import as import_command, keys, migrate, status, unlock,
 };
 use flags::{Cli, CodesAction, Command, ImportSource, KeysAction};
 use support::{ask_line, target_user, Failure};
@@ -136,6 +136,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 keys::remove(&store, &target_user(user.as_deref())?, &name)
             }
         },
+        Command::Migrate { users } => {
+            let users = users
+                .iter()
+                .map(|name| target_user(Some(name)))
+                .collect::<Result<Vec<_>, _>>()?;
+            migrate::migrate(&config, &store, &users)
+        }
         Command::ConfirmStore => confirm_store::confirm_store(&store),
         Command::Check { pam_dir } => check::check(&cli.config, &config, &pam_dir),
         Command::PamUsers {

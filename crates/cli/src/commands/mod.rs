@@ -6,5 +6,6 @@ pub mod disable;
 pub mod enroll;
 pub mod import;
 pub mod keys;
+pub mod migrate;
 pub mod status;
 pub mod unlock;
