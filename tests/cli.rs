@@ -325,6 +325,50 @@ fn status_of_an_unenrolled_user_says_so() {
 }
 
 #[test]
+fn status_all_lists_every_enrolled_user_of_a_files_host() {
+    let sandbox = Sandbox::new("");
+    sandbox.enroll(SECRET);
+    // A second enrollment, as another user's files (a name without an account will do).
+    fs::copy(sandbox.record_path(), sandbox.rec.join("rollout-bob.toml")).unwrap();
+    fs::copy(sandbox.state_path(), sandbox.rec.join("rollout-bob.state")).unwrap();
+    let run = sandbox.twofold(&["status", "--all", "--json"]);
+    run.assert_success();
+    let listed: serde_json::Value = serde_json::from_str(run.stdout.trim_end()).unwrap();
+    let listed = listed.as_array().expect("an array");
+    let mut users: Vec<&str> = listed.iter().map(|u| u["user"].as_str().unwrap()).collect();
+    users.sort();
+    let mut expected = vec![me(), "rollout-bob".to_string()];
+    expected.sort();
+    assert_eq!(users, expected);
+    for user in listed {
+        // The object `status --json` prints.
+        assert_eq!(user["totp"], true, "{user}");
+        assert_eq!(user["backup_codes_left"], CODES, "{user}");
+        assert_eq!(user["locked_until"], serde_json::Value::Null, "{user}");
+    }
+    let mine = listed.iter().find(|u| u["user"] == me().as_str()).unwrap();
+    let single: serde_json::Value = serde_json::from_str(&sandbox.status_json()).unwrap();
+    assert_eq!(*mine, single);
+    let run = sandbox.twofold(&["status", "--all"]);
+    run.assert_success();
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", run.stdout);
+    for line in &lines {
+        assert!(
+            line.ends_with(&format!("totp  codes {CODES}/{CODES}  keys 0  unlocked")),
+            "{}",
+            run.stdout
+        );
+    }
+    // Columns line up: the second column starts at one place on every line.
+    let column = |line: &str| line.find("totp").unwrap();
+    assert_eq!(column(lines[0]), column(lines[1]), "{}", run.stdout);
+    // One user or all, not both.
+    let run = sandbox.twofold(&["status", "--all", "--user", "root"]);
+    assert_eq!(run.code, Some(2), "{run:?}");
+}
+
+#[test]
 fn regenerated_codes_replace_the_old_ones() {
     let sandbox = Sandbox::new("");
     let old = sandbox.enroll(SECRET);

@@ -154,6 +154,23 @@ fn load_returns_an_enrolled_users_copy_and_nothing_for_others() {
 }
 
 #[test]
+fn list_answers_the_enrolled_users_and_nobody_else() {
+    let daemon = Daemon::start();
+    assert_eq!(daemon.ask(&Request::List), Response::Users(vec![]));
+    daemon.host.enroll("bob");
+    daemon.host.enroll("alice");
+    // A user who only failed a code, or was disabled, has no record: not listed.
+    daemon.ask(&Request::CheckCode {
+        user: "carol".into(),
+        answer: Secret::new("123456"),
+    });
+    assert_eq!(
+        daemon.ask(&Request::List),
+        Response::Users(vec!["alice".into(), "bob".into()])
+    );
+}
+
+#[test]
 fn an_update_at_the_current_generation_writes_and_a_stale_one_gets_the_fresh_copy() {
     let daemon = Daemon::start();
     daemon.host.enroll("alice");
@@ -424,7 +441,7 @@ fn a_bad_daemon_config_stops_the_daemon_with_the_line_named() {
 
 const AS_NOBODY: &str = "as_nobody_worker";
 
-/// The worker of `another_uid_may_check_only_its_own_code`: runs as `nobody`.
+/// The worker of `another_uid_may_check_only_its_own_code_and_may_not_list`: runs as `nobody`.
 #[test]
 fn as_nobody_worker() {
     let Some(role) = worker_role() else {
@@ -446,6 +463,7 @@ fn as_nobody_worker() {
             user: "nobody".into(),
             answer: Secret::new("123456"),
         },
+        Request::List,
     ];
     for request in requests {
         let answer = match ask(&socket, &request) {
@@ -459,7 +477,7 @@ fn as_nobody_worker() {
 }
 
 #[test]
-fn another_uid_may_check_only_its_own_code() {
+fn another_uid_may_check_only_its_own_code_and_may_not_list() {
     if twofold_host::sys::geteuid() != 0 {
         // Under CI (as root) it always runs; a skip there would hide a failure.
         assert_ne!(
@@ -496,6 +514,7 @@ fn another_uid_may_check_only_its_own_code() {
             "refused records are root's and the web server's only",
             "refused only your own code",
             "checked NotEnrolled",
+            "refused the list of enrolled users is root's and the web server's only",
         ]
     );
     // Nothing was counted against alice.

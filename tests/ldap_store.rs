@@ -236,6 +236,55 @@ fn removing_the_enrollment_takes_the_class_and_both_attributes() {
 }
 
 #[test]
+fn list_answers_the_enrolled_entries_of_the_directory_on_every_host() {
+    if !ldap::available() {
+        return;
+    }
+    let slapd = Slapd::start();
+    let (a, b) = (Host::on(&slapd), Host::on(&slapd));
+    // People entries without the class are not enrolled.
+    assert_eq!(b.ask(&Request::List), Response::Users(vec![]));
+    a.enroll("bob");
+    a.enroll("alice");
+    assert_eq!(
+        b.ask(&Request::List),
+        Response::Users(vec!["alice".into(), "bob".into()])
+    );
+    let current = a.load("bob");
+    let removed = a.ask(&Request::Replace {
+        user: "bob".into(),
+        generation: current.generation,
+        record: None,
+        state: State::default(),
+    });
+    assert_eq!(removed, Response::Written { generation: 0 });
+    assert_eq!(b.ask(&Request::List), Response::Users(vec!["alice".into()]));
+}
+
+#[test]
+fn a_listing_fails_closed_within_the_deadline_when_the_directory_hangs() {
+    if !ldap::available() {
+        return;
+    }
+    let mut slapd = Slapd::start();
+    let a = Host::on(&slapd);
+    a.enroll("alice");
+    slapd.stop();
+    let started = Instant::now();
+    let answer = a.ask(&Request::List);
+    let took = started.elapsed();
+    slapd.cont();
+    assert!(
+        matches!(&answer, Response::Unavailable(why) if why.contains("timed out") || why.contains("deadline")),
+        "{answer:?}"
+    );
+    assert!(
+        took < Duration::from_millis(DEADLINE_MS) + SLACK,
+        "took {took:?}"
+    );
+}
+
+#[test]
 fn an_enrolled_entry_whose_record_cannot_be_read_is_an_error_not_unenrolled() {
     if !ldap::available() {
         return;
@@ -272,6 +321,47 @@ fn eight_racers_over_two_hosts_with_one_code_have_one_winner_every_trial() {
         let alice = hosts[trial % 2].enroll("alice");
         settle_step(30, 4);
         let code = alice.code(0);
+        let gun = Arc::new(Barrier::new(8));
+        let racers: Vec<_> = (0..8)
+            .map(|i| {
+                let socket = sockets[i % 2].clone();
+                let gun = Arc::clone(&gun);
+                let code = code.clone();
+                std::thread::spawn(move || {
+                    gun.wait();
+                    ask(
+                        &socket,
+                        &Request::CheckCode {
+                            user: "alice".into(),
+                            answer: Secret::new(&code),
+                        },
+                    )
+                })
+            })
+            .collect();
+        let answers: Vec<Response> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+        let winners = answers.iter().filter(|a| accepted(a)).count();
+        assert_eq!(winners, 1, "trial {trial}: {answers:?}");
+        assert!(
+            answers
+                .iter()
+                .all(|a| accepted(a) || *a == Response::Checked(Checked::Denied)),
+            "trial {trial}: {answers:?}"
+        );
+    }
+}
+
+#[test]
+fn eight_racers_over_two_hosts_with_one_backup_code_have_one_winner_every_trial() {
+    if !ldap::available() {
+        return;
+    }
+    let slapd = Slapd::start();
+    let hosts = [Host::on(&slapd), Host::on(&slapd)];
+    let sockets: Vec<PathBuf> = hosts.iter().map(|h| h.socket.clone()).collect();
+    for trial in 0..BACKUP_CODE_TRIALS {
+        // New codes each trial, and a state without the last trial's denials.
+        let code = hosts[trial % 2].enroll("alice").codes[0].clone();
         let gun = Arc::new(Barrier::new(8));
         let racers: Vec<_> = (0..8)
             .map(|i| {
@@ -455,4 +545,5 @@ fn free_port_now() -> u16 {
         .port()
 }
 
-const TRIALS: usize = 20;
+const TRIALS: usize = 50;
+const BACKUP_CODE_TRIALS: usize = 20;

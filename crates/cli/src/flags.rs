@@ -48,6 +48,9 @@ pub(crate) enum Command {
     Status {
         #[arg(long)]
         user: Option<String>,
+        /// One line per enrolled user (root, or through twofoldd root and its web user).
+        #[arg(long, conflicts_with = "user")]
+        all: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,

@@ -83,7 +83,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 qr,
             )
         }
-        Command::Status { user, json } => {
+        Command::Status {
+            all: true, json, ..
+        } => status::status_all(&store, json),
+        Command::Status { user, json, .. } => {
             status::status(&store, &target_user(user.as_deref())?, json)
         }
         Command::Codes {

@@ -30,6 +30,9 @@ pub fn allowed(
             Err("records are root's and the web server's only".into())
         }
         Request::CheckPassword { .. } => Err("password checks are the web server's only".into()),
+        Request::List => {
+            Err("the list of enrolled users is root's and the web server's only".into())
+        }
     }
 }
 
@@ -64,6 +67,7 @@ mod tests {
                 password: Secret::new("pw"),
                 rhost: None,
             },
+            Request::List,
         ]
     }
 

@@ -97,6 +97,21 @@ impl LdapConfig {
         })
     }
 
+    /// The attribute `user_filter` compares the user name with: `uid` in `(uid={user})`.
+    /// `None` when the name is not the whole value of an equality match.
+    pub fn name_attribute(&self) -> Option<String> {
+        let (before, after) = self.user_filter.split_once("{user}")?;
+        if !after.starts_with(')') {
+            return None;
+        }
+        let attribute = before.strip_suffix('=')?.rsplit('(').next()?;
+        let plain = !attribute.is_empty()
+            && attribute
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ';' || c == '.');
+        plain.then(|| attribute.to_string())
+    }
+
     /// The filter that finds `user` (whose name is escaped for a filter).
     pub fn filter_for(&self, user: &str) -> String {
         self.user_filter
@@ -317,5 +332,25 @@ mod tests {
             "(uid=al\\2ace\\29\\28uid=x)"
         );
         assert_eq!(config.deadline, Duration::from_millis(3000));
+    }
+
+    #[test]
+    fn the_name_attribute_is_the_one_the_filter_matches_the_user_on() {
+        let with = |filter: &str| {
+            let raw: RawLdap = toml::from_str(&format!(
+                "servers = [\"ldapi:///\"]\nbase_dn = \"dc=a\"\nbind_dn = \"cn=b,dc=a\"\n\
+                 bind_password_file = \"/p\"\nuser_filter = \"{filter}\"\n"
+            ))
+            .unwrap();
+            LdapConfig::from_raw(raw).unwrap().name_attribute()
+        };
+        assert_eq!(with("(uid={user})").as_deref(), Some("uid"));
+        assert_eq!(
+            with("(&(objectClass=posixAccount)(sAMAccountName={user}))").as_deref(),
+            Some("sAMAccountName")
+        );
+        // Not the whole value: no attribute holds the bare name.
+        assert_eq!(with("(mail={user}@example.com)"), None);
+        assert_eq!(with("(uid>={user})"), None);
     }
 }

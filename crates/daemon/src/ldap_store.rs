@@ -92,6 +92,34 @@ impl LdapStore {
         user: &UserName,
         mut body: impl FnMut(&mut Session<'_>, Option<Found>) -> Result<Attempt<T>, Failure>,
     ) -> Result<T, StoreError> {
+        self.attempt(&format!("for {user}"), |session| {
+            session.find(user).and_then(|found| body(session, found))
+        })
+    }
+
+    /// Every enrolled user: the name (the attribute `user_filter` matches the name on) of each
+    /// entry with `twofoldAccount` that `user_filter` can find, sorted. Within the deadline, on
+    /// the first server that answers, as every other request.
+    pub fn list_users(&self) -> Result<Vec<UserName>, StoreError> {
+        let Some(attribute) = self.config.name_attribute() else {
+            return Err(self.unavailable(format!(
+                "user_filter {}: cannot tell which attribute holds the user name (expected \
+                 a part such as (uid={{user}}))",
+                self.config.user_filter
+            )));
+        };
+        self.attempt("listing users", |session| {
+            session.enrolled(&attribute).map(Attempt::Done)
+        })
+    }
+
+    /// Runs `body` on a bound connection until it is done, a compare-and-swap has been lost too
+    /// often, or the deadline passes (`what` names the work in that error).
+    fn attempt<T>(
+        &self,
+        what: &str,
+        mut body: impl FnMut(&mut Session<'_>) -> Result<Attempt<T>, Failure>,
+    ) -> Result<T, StoreError> {
         let until = Instant::now() + self.config.deadline;
         let mut causes: Vec<String> = Vec::new();
         let mut conflicts = 0;
@@ -112,9 +140,7 @@ impl LdapStore {
                 conn: &mut conn,
                 until,
             };
-            let outcome = session
-                .find(user)
-                .and_then(|found| body(&mut session, found));
+            let outcome = body(&mut session);
             match outcome {
                 Ok(Attempt::Done(value)) => {
                     self.checkin(conn);
@@ -125,7 +151,7 @@ impl LdapStore {
                     conflicts += 1;
                     if conflicts >= MAX_CONFLICTS {
                         return Err(self.unavailable(format!(
-                            "{conflicts} writes in a row lost to concurrent ones for {user}"
+                            "{conflicts} writes in a row lost to concurrent ones {what}"
                         )));
                     }
                 }
@@ -442,6 +468,64 @@ impl Session<'_> {
         Found::from_entry(entry).map_err(|why| Failure::Store(self.store.unavailable(why)))
     }
 
+    /// The names, in `attribute`, of the entries with the class that `user_filter` finds.
+    /// Entries whose name is no usable user name are left out: no login could reach them.
+    fn enrolled(&mut self, attribute: &str) -> Result<Vec<UserName>, Failure> {
+        let timeout = self.timeout()?;
+        let filter = format!(
+            "(&(objectClass={OBJECT_CLASS}){})",
+            self.store.config.user_filter.replace("{user}", "*")
+        );
+        let searched = self
+            .conn
+            .conn
+            .with_timeout(timeout)
+            .search(
+                &self.store.config.base_dn,
+                Scope::Subtree,
+                &filter,
+                vec![attribute],
+            )
+            .map_err(|e| Failure::Connection(describe(&e)))?;
+        let ldap3::SearchResult(entries, result) = searched;
+        if result.rc != 0 {
+            let advice = match result.rc {
+                REFERRAL => format!(
+                    " (referred to {}): list the write provider itself",
+                    result.refs.join(" ")
+                ),
+                SIZE_LIMIT_EXCEEDED => {
+                    ": raise the bind DN's size limit (olcLimits) to list every user".into()
+                }
+                _ => String::new(),
+            };
+            return Err(Failure::Store(self.store.unavailable(format!(
+                "{}: search {filter} under {}: {}{advice}",
+                self.conn.server.url,
+                self.store.config.base_dn,
+                result_text(result.rc, &result.text)
+            ))));
+        }
+        let mut users = Vec::with_capacity(entries.len());
+        for raw in entries {
+            // As in `find`: an unparsable entry is the server's fault, not a lost thread.
+            let entry = std::panic::catch_unwind(move || SearchEntry::construct(raw))
+                .map_err(|_| Failure::Connection("unparsable search entry".into()))?;
+            // A multi-valued name attribute finds the entry by any of its values: one is enough.
+            let name = entry
+                .attrs
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(attribute))
+                .and_then(|(_, values)| values.first());
+            if let Some(user) = name.and_then(|n| UserName::parse(n)) {
+                users.push(user);
+            }
+        }
+        users.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        users.dedup();
+        Ok(users)
+    }
+
     /// Applies `mods` to `dn` as one modify: done, lost to a concurrent write, or failed.
     fn modify(&mut self, dn: &str, mods: Vec<Mod<Vec<u8>>>) -> Result<Written, Failure> {
         let timeout = self.timeout()?;
@@ -615,6 +699,7 @@ fn describe(e: &LdapError) -> String {
 
 fn result_text(rc: u32, text: &str) -> String {
     let name = match rc {
+        4 => "sizeLimitExceeded",
         32 => "noSuchObject",
         49 => "invalidCredentials",
         50 => "insufficientAccessRights",
@@ -700,6 +785,7 @@ pub const ATTR_STATE: &str = "twofoldState";
 
 /// LDAP result codes (RFC 4511, appendix A) that the store acts on.
 const REFERRAL: u32 = 10;
+const SIZE_LIMIT_EXCEEDED: u32 = 4;
 const NO_SUCH_ATTRIBUTE: u32 = 16;
 const CONSTRAINT_VIOLATION: u32 = 19;
 const ATTRIBUTE_OR_VALUE_EXISTS: u32 = 20;

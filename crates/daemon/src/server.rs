@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use twofold_core::config::Config;
-use twofold_core::store::{Accounts, Store};
+use twofold_core::store::{Accounts, Store, StoreError};
 use twofold_core::text::LogLine;
 use twofold_core::user::UserName;
 use twofold_host::syslog::{self, Level};
 use twofold_host::{passwd, peer, sys, FileStore, SystemClock};
-use twofold_proto::{read_frame, write_frame, ProtoError, Request, Response};
+use twofold_proto::{read_frame, write_frame, ProtoError, Request, Response, MAX_FRAME};
 
 use crate::authorize::allowed;
 use crate::check::check_code;
@@ -112,6 +112,8 @@ pub fn respond(daemon: &Daemon, peer_uid: u32, request: &Request) -> Response {
             store: "files".into(),
             detail: daemon.config.records.as_str().into(),
         },
+        (Some(store), Request::List) => users(store.list_users()),
+        (None, Request::List) => users(FileStore::new(&daemon.config).list_users()),
         (Some(store), _) => operate(daemon, store, store, request, user.as_ref(), &who),
         (None, _) => operate(
             daemon,
@@ -160,10 +162,29 @@ fn operate<R: Store + Accounts, W: Store>(
         (Request::CheckPassword { .. }, _) => {
             Response::Unavailable("password checks come with twofold-web".into())
         }
-        (Request::Status, _) => Response::Invalid("status names no user".into()),
+        (Request::Status | Request::List, _) => {
+            Response::Invalid("this request names no user".into())
+        }
         // Every request but Status names a user, parsed above.
         (_, None) => Response::Invalid("no user named".into()),
     }
+}
+
+/// The answer to `List`: the names, if they fit in one frame (a frame of 160 KiB holds some
+/// thousands of names; a larger fleet needs a paged request, which the wire format lacks).
+fn users(listed: Result<Vec<UserName>, StoreError>) -> Response {
+    let names = match listed {
+        Ok(names) => names,
+        Err(e) => return Response::Unavailable(e.to_string()),
+    };
+    let count = names.len();
+    let response = Response::Users(names.iter().map(|n| n.as_str().to_string()).collect());
+    if response.encode().len() > MAX_FRAME {
+        return Response::Unavailable(format!(
+            "{count} enrolled users are too many to list in one answer"
+        ));
+    }
+    response
 }
 
 /// The store for writes. `FileStore::new` and `for_admin` differ only in `load`: the module's
@@ -293,6 +314,7 @@ fn request_name(request: &Request) -> &'static str {
         Request::Status => "status",
         Request::CheckCode { .. } => "check-code",
         Request::CheckPassword { .. } => "check-password",
+        Request::List => "list",
     }
 }
 
@@ -303,7 +325,7 @@ fn request_user(request: &Request) -> Option<&str> {
         | Request::Replace { user, .. }
         | Request::CheckCode { user, .. }
         | Request::CheckPassword { user, .. } => Some(user),
-        Request::Status => None,
+        Request::List | Request::Status => None,
     }
 }
 

@@ -83,6 +83,26 @@ impl DaemonStore {
         })
     }
 
+    /// Every enrolled user, as the daemon's backend lists them (root and the web server's user
+    /// only). A name that is not a usable user name is an error: the daemon never sends one.
+    pub fn list_users(&self) -> Result<Vec<UserName>, StoreError> {
+        match self.call(&Request::List)? {
+            Response::Users(names) => names
+                .iter()
+                .map(|name| {
+                    UserName::parse(name).ok_or_else(|| StoreError::Daemon {
+                        socket: self.socket.clone(),
+                        why: format!(
+                            "listed `{}`, which is not a user name",
+                            twofold_core::text::field(name)
+                        ),
+                    })
+                })
+                .collect(),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
     fn snapshot(&self, user: &UserName) -> Result<Snapshot, StoreError> {
         match self.call(&Request::Load {
             user: user.as_str().to_string(),

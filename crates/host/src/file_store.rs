@@ -24,7 +24,7 @@ use twofold_core::user::{Account, UserName};
 
 use crate::passwd;
 use crate::state_file::{self, Slotted, FILE_SIZE};
-use crate::store_marker::Anchor;
+use crate::store_marker::{Anchor, STORE_MARKER};
 use crate::sys;
 
 /// Records in files, one record and one state file per user.
@@ -90,6 +90,84 @@ impl FileStore {
             _ => return Ok(false),
         };
         Ok(self.anchor.lists(&name))
+    }
+
+    /// Every user with a record, sorted: with central records, the names of the record files
+    /// that match the template; with home records, the users the home index lists (a listed
+    /// user's home may be unmounted, so their record is not read here). The store that confirms
+    /// absences (`new`) also insists that the store is confirmed: an unmounted one would list
+    /// nobody.
+    pub fn list_users(&self) -> Result<Vec<UserName>, StoreError> {
+        if self.confirms_absence {
+            self.anchor.confirm_store()?;
+        }
+        let dir = self.anchor.directory();
+        let listing = |dir: &Path| {
+            std::fs::read_dir(dir).map_err(|cause| StoreError::Io {
+                path: dir.into(),
+                action: "list",
+                cause,
+            })
+        };
+        let mut users = Vec::new();
+        match &self.anchor {
+            Anchor::Central(_) => {
+                // The first part of the template below the fixed directory names the user:
+                // `{user}.toml`, or a directory `{user}` with the record inside.
+                let fixed = dir.components().count().saturating_sub(1);
+                let part = self
+                    .template
+                    .as_str()
+                    .split('/')
+                    .filter(|p| !p.is_empty())
+                    .nth(fixed)
+                    .unwrap_or_default();
+                let Some((prefix, suffix)) = part.split_once("{user}") else {
+                    return Ok(users);
+                };
+                for entry in listing(dir)? {
+                    let entry = entry.map_err(|cause| StoreError::Io {
+                        path: dir.into(),
+                        action: "list",
+                        cause,
+                    })?;
+                    let name = entry.file_name();
+                    let Some(user) = name
+                        .to_str()
+                        .and_then(|n| n.strip_prefix(prefix))
+                        .and_then(|n| n.strip_suffix(suffix))
+                        .and_then(UserName::parse)
+                    else {
+                        continue;
+                    };
+                    // Only a name whose whole record path exists (a template may name the user
+                    // more than once, or in a directory).
+                    let record = self.template.path_for(user.as_str(), None);
+                    if record.is_some_and(|r| std::fs::symlink_metadata(r).is_ok()) {
+                        users.push(user);
+                    }
+                }
+            }
+            Anchor::HomeIndex(_) => {
+                for entry in listing(dir)? {
+                    let entry = entry.map_err(|cause| StoreError::Io {
+                        path: dir.into(),
+                        action: "list",
+                        cause,
+                    })?;
+                    let name = entry.file_name();
+                    if name == STORE_MARKER {
+                        continue;
+                    }
+                    if let Some(user) = name.to_str().and_then(UserName::parse) {
+                        users.push(user);
+                    }
+                }
+            }
+        }
+        users.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        users.dedup();
+        Ok(users)
     }
 
     /// Errs unless a missing record at `place` (`None`: a name that is no account) really means
@@ -787,6 +865,60 @@ fn random_suffix() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "twofold-list-{name}-{}-{}",
+            std::process::id(),
+            random_suffix()
+        ));
+        std::fs::create_dir(&dir).unwrap();
+        dir
+    }
+
+    fn names(users: Vec<UserName>) -> Vec<String> {
+        users.iter().map(|u| u.as_str().to_string()).collect()
+    }
+
+    #[test]
+    fn central_records_list_the_files_that_match_the_template() {
+        let dir = scratch("central");
+        for file in [
+            "bob.toml",
+            "bob.state",
+            "alice.toml",
+            "carol.state",
+            "notes.txt",
+            ".twofold-store",
+            ".alice.toml.tmp",
+        ] {
+            std::fs::write(dir.join(file), "").unwrap();
+        }
+        let template = format!("{}/{{user}}.toml", dir.display());
+        let config = Config {
+            records: RecordsTemplate::parse(&template).unwrap(),
+            ..Config::default()
+        };
+        let listed = FileStore::for_admin(&config).list_users().unwrap();
+        assert_eq!(names(listed), ["alice", "bob"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn home_records_list_the_home_index() {
+        let index = scratch("index");
+        for file in ["bob", "alice", STORE_MARKER] {
+            std::fs::write(index.join(file), "").unwrap();
+        }
+        let config = Config {
+            records: RecordsTemplate::parse("~/.config/twofold/{user}.toml").unwrap(),
+            home_index: index.clone(),
+            ..Config::default()
+        };
+        let listed = FileStore::for_admin(&config).list_users().unwrap();
+        assert_eq!(names(listed), ["alice", "bob"]);
+        std::fs::remove_dir_all(&index).unwrap();
+    }
 
     #[test]
     fn state_lives_beside_the_record() {

@@ -58,6 +58,9 @@ pub enum Request {
         password: Secret,
         rhost: Option<String>,
     },
+    /// The names of every enrolled user, for `twofold status --all`. Root and the web server's
+    /// user.
+    List,
 }
 
 /// A string that is wiped when dropped, and never shown by `Debug`.
@@ -109,6 +112,8 @@ pub enum Response {
     Unavailable(String),
     /// The request was malformed, or a write would lower the replay guard or revive a code.
     Invalid(String),
+    /// The enrolled users, answering `List`.
+    Users(Vec<String>),
 }
 
 /// The outcome of a code check.
@@ -238,6 +243,7 @@ const SECRET: i64 = 5;
 const TEXT: i64 = 6;
 const DETAIL: i64 = 7;
 const NUMBER: i64 = 8;
+const NAMES: i64 = 9;
 
 impl Request {
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
@@ -285,6 +291,7 @@ impl Request {
                     (TEXT, rhost.as_deref().map_or(Value::Null, text)),
                 ],
             ),
+            Request::List => (7, vec![]),
         };
         fields.push((OP, Value::Int(op)));
         Zeroizing::new(cbor::encode(&Value::int_map(fields)))
@@ -320,6 +327,7 @@ impl Request {
                     Some(_) => return Err(ProtoError::Malformed("rhost")),
                 },
             },
+            7 => Request::List,
             _ => return Err(ProtoError::Malformed("unknown operation")),
         })
     }
@@ -349,6 +357,10 @@ impl Response {
             Response::Refused(why) => (7, vec![(TEXT, text(why))]),
             Response::Unavailable(why) => (8, vec![(TEXT, text(why))]),
             Response::Invalid(why) => (9, vec![(TEXT, text(why))]),
+            Response::Users(names) => (
+                10,
+                vec![(NAMES, Value::Array(names.iter().map(|n| text(n)).collect()))],
+            ),
         };
         let mut fields = fields;
         fields.push((OP, Value::Int(op)));
@@ -394,6 +406,15 @@ impl Response {
             7 => Response::Refused(why()?),
             8 => Response::Unavailable(why()?),
             9 => Response::Invalid(why()?),
+            10 => Response::Users(
+                map.get(NAMES)
+                    .and_then(Value::as_array)
+                    .ok_or(ProtoError::Malformed("users"))?
+                    .iter()
+                    .map(|name| name.as_text().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or(ProtoError::Malformed("users"))?,
+            ),
             _ => return Err(ProtoError::Malformed("unknown response")),
         })
     }
@@ -614,6 +635,7 @@ mod tests {
                 password: Secret::new("pw"),
                 rhost: Some("203.0.113.9".into()),
             },
+            Request::List,
         ];
         for request in requests {
             let mut wire = Vec::new();
@@ -652,6 +674,8 @@ mod tests {
             Response::Refused("not yours".into()),
             Response::Unavailable("slapd down".into()),
             Response::Invalid("lowers the replay guard".into()),
+            Response::Users(vec![]),
+            Response::Users(vec!["alice".into(), "bob".into()]),
         ];
         for response in responses {
             assert_eq!(Response::decode(&response.encode()).unwrap(), response);

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use twofold_core::config::StoreKind;
 use twofold_core::config::{Config, ModuleArgs, RecordsLocation};
 use twofold_core::store::Store;
-use twofold_core::user::UserName;
 use twofold_host::daemon_store::DaemonStore;
 use twofold_host::store_marker::Anchor;
 use twofold_host::{config_file, file_store, FileStore};
@@ -83,7 +82,7 @@ pub(crate) fn check(path: &Path, config: &Config, pam_dir: &Path) -> Result<(), 
                     None => println!("{}: ok (root, {:04o})", dir.display(), meta.mode() & 0o7777),
                 }
                 if meta.is_dir() {
-                    problems += check_records(config, dir);
+                    problems += check_records(config);
                 }
             }
             Err(e) => {
@@ -224,28 +223,17 @@ fn check_store_confirmed(config: &Config) -> usize {
 }
 
 /// Loads every record in a central directory, returning how many have defects.
-fn check_records(config: &Config, dir: &Path) -> usize {
-    let template = config.records.as_str();
-    let Some(name_pattern) = template.rsplit('/').next().filter(|n| n.contains("{user}")) else {
-        return 0;
-    };
-    let (prefix, suffix) = name_pattern
-        .split_once("{user}")
-        .unwrap_or((name_pattern, ""));
+fn check_records(config: &Config) -> usize {
     let store = FileStore::for_admin(config);
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
+    let users = match store.list_users() {
+        Ok(users) => users,
+        Err(e) => {
+            println!("{e}");
+            return 1;
+        }
     };
     let (mut checked, mut problems) = (0, 0);
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(user) = name
-            .strip_prefix(prefix)
-            .and_then(|rest| rest.strip_suffix(suffix))
-            .and_then(UserName::parse)
-        else {
-            continue;
-        };
+    for user in users {
         checked += 1;
         if let Err(e) = store.load(&user) {
             problems += 1;
