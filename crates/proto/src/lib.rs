@@ -228,7 +228,12 @@ pub fn exchange(
     stream: &mut (impl Read + Write),
     request: &Request,
 ) -> Result<Response, ProtoError> {
-    write_frame(stream, &request.encode())?;
+    match write_frame(stream, &request.encode()) {
+        // A daemon over its connection limit answers "busy" and hangs up before reading: its
+        // answer is still there to read.
+        Err(ProtoError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => {}
+        written => written?,
+    }
     Response::decode(&read_frame(stream)?)
 }
 
@@ -724,6 +729,19 @@ mod tests {
             assert!(Request::decode(&payload).is_err());
             assert!(Response::decode(&payload).is_err());
         }
+    }
+
+    #[test]
+    fn an_answer_sent_before_the_request_was_read_is_still_read() {
+        use std::os::unix::net::UnixStream;
+        let (mut client, mut daemon) = UnixStream::pair().unwrap();
+        // The daemon answers at once and hangs up without reading (over its limit).
+        write_frame(&mut daemon, &Response::Unavailable("busy".into()).encode()).unwrap();
+        drop(daemon);
+        assert_eq!(
+            exchange(&mut client, &Request::Status).unwrap(),
+            Response::Unavailable("busy".into())
+        );
     }
 
     #[test]
