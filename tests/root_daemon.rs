@@ -335,3 +335,102 @@ fn a_record_moved_from_files_into_the_directory_logs_in_and_what_was_spent_stays
     assert!(bob.status.success());
     assert!(String::from_utf8_lossy(&bob.stdout).contains("nothing to move"));
 }
+
+/// A host of the fleet: alice enrolled in a private slapd through an LDAP daemon, and the module
+/// with store = "twofoldd".
+fn fleet_host(slapd: &ldap::Slapd) -> (Host, Daemon, Enrolled) {
+    let host = Host::new("");
+    let password = host
+        .dir
+        .write("ldap.secret", format!("{}\n", ldap::BIND_PASSWORD));
+    let daemon = Daemon::start_with(
+        &host,
+        &format!(
+            "backend = \"ldap\"\n[ldap]\nservers = [\"{}\"]\nbase_dn = \"{}\"\nbind_dn = \"{}\"\n\
+             bind_password_file = \"{}\"\nconnect_timeout_ms = 500\nop_timeout_ms = 700\n\
+             deadline_ms = 1500\n",
+            slapd.url(),
+            ldap::BASE,
+            ldap::BIND_DN,
+            password.display()
+        ),
+    );
+    let text = std::fs::read_to_string(&host.config).unwrap();
+    host.write_config(&format!(
+        "store = \"twofoldd\"\ndaemon_socket = \"{}\"\n{text}",
+        daemon.socket.display()
+    ));
+    // Enrolled through the daemon, as the CLI does (the record lives only in the directory).
+    let alice = enroll_in(
+        &twofold_host::any_store::AnyStore::for_admin(&host.config()),
+        "alice",
+    );
+    (host, daemon, alice)
+}
+
+fn slapd_needed() -> bool {
+    assert!(
+        ldap::available() || std::env::var("CI").as_deref() != Ok("true"),
+        "slapd is needed under CI=true (tests/run.sh installs it)"
+    );
+    if !ldap::available() {
+        eprintln!("SKIPPED: slapd is not installed");
+    }
+    ldap::available()
+}
+
+#[test]
+fn the_directory_or_the_daemon_dying_at_the_code_prompt_fails_closed_and_spends_nothing() {
+    needs_root!();
+    if !slapd_needed() {
+        return;
+    }
+    let slapd = std::sync::Arc::new(std::sync::Mutex::new(ldap::Slapd::start()));
+    let (host, mut daemon, alice) = fleet_host(&slapd.lock().unwrap());
+    let code = alice.code(0);
+    // slapd dies while alice types her code.
+    let mut session = Session::start(&host.confdir, "twofold", "alice", &[&code]);
+    let dying = std::sync::Arc::clone(&slapd);
+    session.on_prompt(move || dying.lock().unwrap().kill());
+    let started = Instant::now();
+    session.authenticate(0);
+    let login = session.finish();
+    login.assert_rc(PAM_AUTHINFO_UNAVAIL);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(login.prompts(), [CODE_PROMPT]);
+    // Back up: the same code was not spent, and logs in.
+    slapd.lock().unwrap().run();
+    host.login("alice", &[&code]).assert_rc(PAM_SUCCESS);
+    // The daemon dies while alice types the next one (a backup code).
+    let backup = alice.codes[0].clone();
+    let mut session = Session::start(&host.confdir, "twofold", "alice", &[&backup]);
+    let socket = daemon.socket.clone();
+    let pid = daemon.child.as_ref().unwrap().id();
+    session.on_prompt(move || {
+        // SAFETY: kill has no memory preconditions; the pid is our own child's.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        while UnixStream::connect(&socket).is_ok() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    session.authenticate(0);
+    session.finish().assert_rc(PAM_AUTHINFO_UNAVAIL);
+    daemon.kill();
+    // A new daemon: the backup code is still unspent.
+    std::fs::remove_file(&daemon.socket).ok();
+    let restarted = Daemon::start_with(
+        &host,
+        &std::fs::read_to_string(host.dir.path().join("twofoldd.toml")).unwrap(),
+    );
+    let text = std::fs::read_to_string(&host.config).unwrap();
+    host.write_config(&text.replace(
+        &daemon.socket.display().to_string(),
+        &restarted.socket.display().to_string(),
+    ));
+    host.login("alice", &[&backup]).assert_rc(PAM_SUCCESS);
+    host.login("alice", &[&backup]).assert_rc(PAM_AUTH_ERR);
+}

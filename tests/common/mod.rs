@@ -173,6 +173,8 @@ struct Script {
     answers: VecDeque<String>,
     messages: Vec<Message>,
     fail_delay: Option<u32>,
+    /// Runs when a prompt arrives, before it is answered: what happens "while the user types".
+    on_prompt: Option<Box<dyn FnMut()>>,
 }
 
 impl Session {
@@ -183,6 +185,7 @@ impl Session {
             answers: answers.iter().map(|a| a.to_string()).collect(),
             messages: Vec::new(),
             fail_delay: None,
+            on_prompt: None,
         }));
         let conv = PamConv {
             conv: Some(converse),
@@ -226,6 +229,13 @@ impl Session {
         // SAFETY: the handle is live; libpam copies the string item.
         let rc = unsafe { pam_set_item(self.handle, PAM_RHOST, rhost.as_ptr().cast()) };
         assert_eq!(rc, PAM_SUCCESS, "pam_set_item(PAM_RHOST)");
+    }
+
+    /// Runs `hook` at each prompt, before it is answered (a server dying while the user types).
+    pub fn on_prompt(&mut self, hook: impl FnMut() + 'static) {
+        // SAFETY: the script lives until Drop, and libpam calls back on this thread only, during
+        // pam_authenticate, never while this runs.
+        unsafe { (*self.script).on_prompt = Some(Box::new(hook)) };
     }
 
     /// Sets `PAM_TTY`, as login, sudo and su do.
@@ -344,6 +354,9 @@ unsafe fn converse_inner(
             PAM_PROMPT_ECHO_OFF | PAM_PROMPT_ECHO_ON => {
                 let echo = message.msg_style == PAM_PROMPT_ECHO_ON;
                 script.messages.push(Message::Prompt { echo, text });
+                if let Some(hook) = script.on_prompt.as_mut() {
+                    hook();
+                }
                 let answer = script
                     .answers
                     .pop_front()
@@ -625,7 +638,7 @@ impl Host {
 }
 
 /// Enrolls `user` in `store` (see `Host::enroll`).
-pub fn enroll_in(store: &FileStore, user: &str) -> Enrolled {
+pub fn enroll_in<S: Store>(store: &S, user: &str) -> Enrolled {
     let key = TotpKey {
         secret: Secret::generate().unwrap(),
         algorithm: Algorithm::Sha1,
