@@ -42,12 +42,32 @@ pub struct LoginPolicy<'a> {
     pub enroll_on_login: Option<&'a Config>,
     /// Where the login comes from: failures lock this origin first (see `count_failure`).
     pub origin: Origin,
-    /// The person is at this machine (no remote host), so a security key plugged in here is
-    /// theirs to touch. Over SSH the key is at the client: codes only.
-    pub console: bool,
+    /// Whether the person is at this machine, so that a security key plugged in here is theirs
+    /// to touch (over SSH the key is at the client: codes only). Asked only for a user who has
+    /// keys: finding out may read files, which a code login should not pay for.
+    pub console: Console<'a>,
     /// Every key must verify the user (`fido2.user_verification = "required"`), not only those
     /// registered with a PIN.
     pub keys_require_uv: bool,
+}
+
+/// The front door's answer to "is the person at this machine?", computed when asked.
+#[derive(Clone, Copy)]
+pub struct Console<'a>(pub &'a dyn Fn() -> bool);
+
+impl Console<'_> {
+    /// Never at this machine (a door that has no device path).
+    pub const NEVER: Console<'static> = Console(&|| false);
+
+    pub fn here(&self) -> bool {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Console<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Console(..)")
+    }
 }
 
 /// Which factor let the user in.
@@ -256,7 +276,7 @@ fn touch_key<S: Store>(
     keys: &mut dyn KeyToucher,
     clock: &dyn Clock,
 ) -> Result<Outcome, KeyUnusable> {
-    if !policy.console || policy.forward_pass {
+    if policy.forward_pass || !policy.console.here() {
         return Err(KeyUnusable::Remote);
     }
     // The console's client data is a fresh random challenge: an assertion over it can only
@@ -719,7 +739,7 @@ mod tests {
             forward_pass: false,
             enroll_on_login: None,
             origin: Origin::LOCAL,
-            console: true,
+            console: Console(&|| true),
             keys_require_uv: false,
         }
     }
@@ -727,7 +747,7 @@ mod tests {
     fn from(host: &str) -> LoginPolicy<'static> {
         LoginPolicy {
             origin: Origin::remote(host),
-            console: false,
+            console: Console::NEVER,
             ..policy()
         }
     }
@@ -1671,7 +1691,7 @@ mod tests {
                 assert_eq!(script.prompts, [CODE_PROMPT], "{failure:?}");
                 assert_eq!(
                     key.touched,
-                    usize::from(policy.console),
+                    usize::from(policy.console.here()),
                     "remote logins never touch"
                 );
             }

@@ -41,30 +41,12 @@ impl Daemon {
         // A directory the daemon must make itself.
         let socket = run.path().join("twofold").join("twofoldd.sock");
         let daemon_toml = host.dir.write("twofoldd.toml", daemon_config);
-        let child = Command::new(env!("CARGO_BIN_EXE_twofoldd-tested"))
-            .arg("--config")
-            .arg(&host.config)
-            .arg("--daemon-config")
-            .arg(&daemon_toml)
-            .arg("--listen")
-            .arg(&socket)
-            .spawn()
-            .expect("start twofoldd");
-        let daemon = Daemon {
+        let child = start_twofoldd(&host.config, &daemon_toml, &socket);
+        Daemon {
             host,
             socket,
             child,
             _run: run,
-        };
-        daemon.wait_until_listening();
-        daemon
-    }
-
-    fn wait_until_listening(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(&self.socket).is_err() {
-            assert!(Instant::now() < deadline, "twofoldd did not listen in time");
-            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -88,11 +70,7 @@ impl Drop for Daemon {
 }
 
 fn ask(socket: &Path, request: &Request) -> Response {
-    let mut stream = UnixStream::connect(socket).expect("connect to twofoldd");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    exchange(&mut stream, request).expect("exchange")
+    ask_twofoldd(socket, request)
 }
 
 /// Sends raw bytes, then half-closes; returns whatever came back before the daemon closed.

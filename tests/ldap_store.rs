@@ -6,7 +6,6 @@
 mod common;
 mod ldap;
 
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::{Arc, Barrier};
@@ -16,7 +15,7 @@ use twofold_core::backup::BackupCodes;
 use twofold_core::record::Record;
 use twofold_core::state::State;
 use twofold_core::totp::{Algorithm, Digits, Secret as TotpSecret, TotpKey};
-use twofold_proto::{exchange, Checked, Request, Response, Secret, Snapshot};
+use twofold_proto::{Checked, Request, Response, Secret, Snapshot};
 
 use common::*;
 use ldap::Slapd;
@@ -47,26 +46,12 @@ impl Host {
             ),
         );
         let socket = host.dir.path().join("twofoldd.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_twofoldd-tested"))
-            .arg("--config")
-            .arg(&host.config)
-            .arg("--daemon-config")
-            .arg(&daemon_toml)
-            .arg("--listen")
-            .arg(&socket)
-            .spawn()
-            .expect("start twofoldd");
-        let started = Host {
+        let child = start_twofoldd(&host.config, &daemon_toml, &socket);
+        Host {
             _host: host,
             socket,
             child,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(&started.socket).is_err() {
-            assert!(Instant::now() < deadline, "twofoldd did not listen in time");
-            std::thread::sleep(Duration::from_millis(10));
         }
-        started
     }
 
     fn on(slapd: &Slapd) -> Host {
@@ -135,11 +120,7 @@ impl Drop for Host {
 }
 
 fn ask(socket: &Path, request: &Request) -> Response {
-    let mut stream = UnixStream::connect(socket).expect("connect to twofoldd");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    exchange(&mut stream, request).expect("exchange")
+    ask_twofoldd(socket, request)
 }
 
 fn accepted(response: &Response) -> bool {

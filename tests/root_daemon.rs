@@ -39,20 +39,7 @@ impl Daemon {
         std::fs::set_permissions(run.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let socket = run.path().join("twofoldd.sock");
         let daemon_toml = host.dir.write("twofoldd.toml", daemon_config);
-        let child = Command::new(env!("CARGO_BIN_EXE_twofoldd-tested"))
-            .arg("--config")
-            .arg(&host.config)
-            .arg("--daemon-config")
-            .arg(&daemon_toml)
-            .arg("--listen")
-            .arg(&socket)
-            .spawn()
-            .expect("start twofoldd");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "twofoldd did not listen in time");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let child = start_twofoldd(&host.config, &daemon_toml, &socket);
         Daemon {
             socket,
             child: Some(child),

@@ -693,6 +693,38 @@ pub fn code_at(key: &TotpKey, step: u64) -> String {
     key.code_at_step(step).to_string()
 }
 
+/// Starts the real twofoldd (this package's build) with `config` and `daemon_toml` on `socket`,
+/// and waits until it listens. The caller kills it.
+pub fn start_twofoldd(config: &Path, daemon_toml: &Path, socket: &Path) -> std::process::Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_twofoldd-tested"))
+        .arg("--config")
+        .arg(config)
+        .arg("--daemon-config")
+        .arg(daemon_toml)
+        .arg("--listen")
+        .arg(socket)
+        .spawn()
+        .expect("start twofoldd");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "twofoldd did not listen in time"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child
+}
+
+/// One request to the daemon at `socket`, on a connection of its own.
+pub fn ask_twofoldd(socket: &Path, request: &twofold_proto::Request) -> twofold_proto::Response {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("connect to twofoldd");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    twofold_proto::exchange(&mut stream, request).expect("exchange")
+}
+
 /// The invoking user's name: the CLI acts for them without root.
 pub fn me() -> String {
     // SAFETY: getuid has no preconditions and cannot fail.

@@ -6,7 +6,7 @@ use zeroize::Zeroizing;
 
 use twofold_core::clock::Clock;
 use twofold_core::config::{Config, UserVerification};
-use twofold_core::login::{self, Denial, LoginPolicy, Outcome};
+use twofold_core::login::{self, Console, Denial, LoginPolicy, Outcome};
 use twofold_core::prompt::{EnrollmentOffer, PromptError, Prompter};
 use twofold_core::security_key::NoDevice;
 use twofold_core::state::Origin;
@@ -33,7 +33,7 @@ pub fn check_code<S: Store + Accounts>(
         forward_pass: false,
         enroll_on_login: None,
         origin: Origin::LOCAL,
-        console: false,
+        console: Console::NEVER,
         keys_require_uv: config.fido2.user_verification == UserVerification::Required,
     };
     let mut prompter = OneAnswer(Some(Zeroizing::new(answer.to_string())));

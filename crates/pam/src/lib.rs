@@ -15,7 +15,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use twofold_core::config::{Config, ModuleArgs, RecordsLocation, StoreKind, UserVerification};
 use twofold_core::key_assertion::KeyRefusal;
-use twofold_core::login::{self, KeyUnusable, LoginPolicy, Outcome};
+use twofold_core::login::{self, Console, KeyUnusable, LoginPolicy, Outcome};
 use twofold_core::prompt::Prompter;
 use twofold_core::security_key::TouchFailure;
 use twofold_core::state::Origin;
@@ -218,6 +218,14 @@ fn authenticate(handle: &Handle, flags: c_int, args: &[String]) -> c_int {
     };
     // Enrolling shows a QR code, which PAM_SILENT forbids: such a login is treated as if
     // enroll_on_login were off.
+    // Asked only for a user with keys: the session lookup reads files a code login need not.
+    let at_this_machine = || {
+        at_console(
+            &service,
+            rhost.as_deref(),
+            handle.string_item(sys::PAM_TTY).as_deref(),
+        )
+    };
     let policy = LoginPolicy {
         window: config.totp.window,
         throttle: config.throttle,
@@ -225,11 +233,7 @@ fn authenticate(handle: &Handle, flags: c_int, args: &[String]) -> c_int {
         forward_pass: args.forward_pass,
         enroll_on_login: (enroll_on_login && !silent).then_some(&config),
         origin: Origin::remote(rhost.as_deref().unwrap_or("")),
-        console: at_console(
-            &service,
-            rhost.as_deref(),
-            handle.string_item(sys::PAM_TTY).as_deref(),
-        ),
+        console: Console(&at_this_machine),
         keys_require_uv: config.fido2.user_verification == UserVerification::Required,
     };
     // A program running as the user (a screen locker) cannot read root's records: the daemon
