@@ -1,7 +1,8 @@
 //! The directory backend with a real slapd (tests/ldap): two daemons with two sockets, both
 //! `backend = "ldap"` on the same server, play two hosts of a fleet. A code spent on one is spent
 //! on both; racers over both hosts have one winner; a dead or hung directory fails closed within
-//! the deadline; a server whose certificate the CA file does not vouch for is refused.
+//! the deadline; a server whose certificate the CA file does not vouch for is refused, over
+//! LDAPS and StartTLS alike.
 
 mod common;
 mod ldap;
@@ -480,6 +481,87 @@ fn ldaps_with_the_right_ca_works_and_with_another_ca_is_refused() {
     );
     // Nothing was spent through the refused connection.
     assert!(accepted(&trusted.check("alice", &alice.code(0))));
+}
+
+#[test]
+fn starttls_with_the_right_ca_works_and_with_another_ca_is_refused_writing_nothing() {
+    if !ldap::available() {
+        return;
+    }
+    let slapd = Slapd::start_with_tls();
+    let url = slapd.starttls_url();
+    let with_ca = |ca: &Path| {
+        Host::start(
+            &format!("\"{url}\""),
+            &format!("starttls = true\nca_file = \"{}\"\n", ca.display()),
+        )
+    };
+    let trusted = with_ca(slapd.ca_file.as_deref().unwrap());
+    let alice = trusted.enroll("alice");
+    let before = slapd.attribute("alice", "twofoldState");
+    let wrong = with_ca(&slapd.dir.path().join("other-ca.pem"));
+    settle_step(30, 3);
+    let code = alice.code(0);
+    for answer in [
+        wrong.check("alice", &code),
+        wrong.check("alice", &alice.codes[0]),
+        wrong.ask(&Request::Load {
+            user: "alice".into(),
+        }),
+    ] {
+        assert!(
+            matches!(&answer, Response::Unavailable(why)
+                if why.contains(&url) && why.contains("certificate")),
+            "{answer:?}"
+        );
+    }
+    // An enrollment through the refused connection writes nothing either.
+    let refused = wrong.ask(&Request::Replace {
+        user: "bob".into(),
+        generation: 0,
+        record: trusted.load("alice").record,
+        state: State::default(),
+    });
+    assert!(matches!(refused, Response::Unavailable(_)), "{refused:?}");
+    assert!(slapd.attribute("bob", "twofoldRecord").is_empty());
+    assert_eq!(slapd.attribute("alice", "twofoldState"), before);
+    // Neither the code nor the backup code was spent: both log in through the trusted daemon.
+    assert!(accepted(&trusted.check("alice", &code)));
+    assert!(accepted(&trusted.check("alice", &alice.codes[0])));
+    assert_eq!(
+        trusted.check("alice", &code),
+        Response::Checked(Checked::Denied)
+    );
+}
+
+#[test]
+fn starttls_to_a_server_that_offers_no_tls_fails_closed_instead_of_going_on_in_clear() {
+    if !ldap::available() {
+        return;
+    }
+    // Only for its CA: the server under test has no certificate, so it cannot start TLS.
+    let tls = Slapd::start_with_tls();
+    let plain = Slapd::start();
+    let loopback = Host::on(&plain);
+    let alice = loopback.enroll("alice");
+    let before = plain.attribute("alice", "twofoldState");
+    let url = format!("ldap://localhost:{}", plain.port);
+    let upgraded = Host::start(
+        &format!("\"{url}\""),
+        &format!(
+            "starttls = true\nca_file = \"{}\"\n",
+            tls.ca_file.as_ref().unwrap().display()
+        ),
+    );
+    settle_step(30, 3);
+    let code = alice.code(0);
+    let answer = upgraded.check("alice", &code);
+    assert!(
+        matches!(&answer, Response::Unavailable(why) if why.contains(&url)),
+        "{answer:?}"
+    );
+    assert_eq!(plain.attribute("alice", "twofoldState"), before);
+    assert!(accepted(&loopback.check("alice", &code)));
 }
 
 #[test]

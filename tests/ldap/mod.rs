@@ -18,7 +18,7 @@ pub const PEOPLE: &[&str] = &["alice", "bob"];
 
 pub struct Slapd {
     pub dir: TempDir,
-    /// Plain LDAP on 127.0.0.1.
+    /// Plain LDAP on 127.0.0.1 (which offers StartTLS when started with TLS).
     pub port: u16,
     /// LDAPS on 127.0.0.1, when started with TLS.
     pub tls_port: Option<u16>,
@@ -45,7 +45,8 @@ impl Slapd {
         Slapd::start_inner(false)
     }
 
-    /// Also listens with LDAPS, on a certificate for localhost and 127.0.0.1 from a CA made now.
+    /// Also listens with LDAPS, on a certificate for localhost and 127.0.0.1 from a CA made now;
+    /// the plain port then offers StartTLS with the same certificate.
     pub fn start_with_tls() -> Slapd {
         Slapd::start_inner(true)
     }
@@ -161,6 +162,11 @@ impl Slapd {
             "ldaps://localhost:{}",
             self.tls_port.expect("started with TLS")
         )
+    }
+
+    /// The plain port by the name the certificate carries, for StartTLS.
+    pub fn starttls_url(&self) -> String {
+        format!("ldap://localhost:{}", self.port)
     }
 
     /// Kills the server (SIGKILL: no goodbye to the clients).
