@@ -11,6 +11,9 @@ cd "$(dirname "$0")/.."
 packages=(gcc libpam0g-dev libpam-modules libpam-runtime pamtester oathtool zbar-tools passwd
   openssh-server openssh-client sudo python3 python3-paramiko python3-venv
   build-essential debhelper lintian rpm git openssl slapd ldap-utils)
+# twofold-web end to end (tests/web_e2e.rs): nginx in front, headless Chromium driven through
+# chromedriver; wrk for tests/bench/web.sh.
+packages+=(nginx chromium chromium-driver wrk)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${packages[@]}"; do
