@@ -20,6 +20,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::*;
+use twofold_proto::{Request, Response, Secret};
 
 /// A daemon for `host`, on a socket of its own; killed when dropped.
 struct Daemon {
@@ -420,4 +421,67 @@ fn the_directory_or_the_daemon_dying_at_the_code_prompt_fails_closed_and_spends_
     ));
     host.login("alice", &[&backup]).assert_rc(PAM_SUCCESS);
     host.login("alice", &[&backup]).assert_rc(PAM_AUTH_ERR);
+}
+
+#[test]
+fn the_daemon_checks_a_password_through_the_named_pam_service_and_says_only_yes_or_no() {
+    needs_root!();
+    let alice = root::TestUser::create("pw");
+    let password_only = root::Service::create(
+        "pw",
+        &["auth required pam_unix.so", "account required pam_unix.so"],
+    );
+    let host = Host::new("");
+    // A stack that asks for more than the password (here an admin who put pam_twofold in the
+    // web's stack too, for an enrolled user) must fail closed, not answer yes.
+    host.enroll(&alice.name);
+    let asks_twice = root::Service::create(
+        "pw2",
+        &[
+            "auth required pam_unix.so",
+            &format!("auth required {{module}} config={}", host.config.display()),
+            "account required pam_unix.so",
+        ],
+    );
+    let check = |daemon: &Daemon, user: &str, password: &str| {
+        ask_twofoldd(
+            &daemon.socket,
+            &Request::CheckPassword {
+                user: user.into(),
+                password: Secret::new(password),
+                rhost: Some("192.0.2.7".into()),
+            },
+        )
+    };
+    let daemon = Daemon::start_with(
+        &host,
+        &format!("password_service = \"{}\"\n", password_only.name),
+    );
+    let yes = Response::Password { accepted: true };
+    let no = Response::Password { accepted: false };
+    assert_eq!(check(&daemon, &alice.name, &alice.password), yes);
+    assert_eq!(check(&daemon, &alice.name, "not the password"), no);
+    // An unknown user is answered as a wrong password is.
+    assert_eq!(check(&daemon, "tf_nobody_here", "whatever"), no);
+    // The right password for an expired account is refused too (the log says why).
+    let expired = Command::new("chage")
+        .args(["-E", "0", &alice.name])
+        .status()
+        .unwrap();
+    assert!(expired.success());
+    assert_eq!(check(&daemon, &alice.name, &alice.password), no);
+    Command::new("chage")
+        .args(["-E", "-1", &alice.name])
+        .status()
+        .unwrap();
+    assert_eq!(check(&daemon, &alice.name, &alice.password), yes);
+    drop(daemon);
+    let strict = Daemon::start_with(
+        &host,
+        &format!("password_service = \"{}\"\n", asks_twice.name),
+    );
+    match check(&strict, &alice.name, &alice.password) {
+        Response::Unavailable(why) => assert!(why.contains("more than a password"), "{why}"),
+        other => panic!("a stack asking twice answered {other:?}"),
+    }
 }

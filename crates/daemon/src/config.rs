@@ -33,6 +33,8 @@ pub struct DaemonConfig {
     pub socket: PathBuf,
     /// The account the web server runs as: it may do everything root may, for any user.
     pub web_user: UserName,
+    /// The PAM service that checks the web's passwords (`/etc/pam.d/<name>`).
+    pub password_service: String,
     /// How long one connection may take to send its request, and to take the answer.
     pub io_timeout: Duration,
     /// Connections served at once; more are answered "busy".
@@ -160,6 +162,7 @@ impl From<RawDaemonConfig> for DaemonConfig {
             backend: raw.backend,
             socket: raw.socket,
             web_user: raw.web_user,
+            password_service: raw.password_service,
             io_timeout: Duration::from_millis(raw.io_timeout_ms),
             max_connections: raw.max_connections,
             ldap: None,
@@ -177,6 +180,8 @@ struct RawDaemonConfig {
     socket: PathBuf,
     #[serde(deserialize_with = "web_user")]
     web_user: UserName,
+    #[serde(deserialize_with = "password_service")]
+    password_service: String,
     #[serde(deserialize_with = "io_timeout_ms")]
     io_timeout_ms: u64,
     #[serde(deserialize_with = "max_connections")]
@@ -191,6 +196,7 @@ impl Default for RawDaemonConfig {
             socket: PathBuf::from(DEFAULT_SOCKET),
             // The constant is a valid name (letters and a dash, see UserName::parse).
             web_user: UserName::parse(DEFAULT_WEB_USER).expect("a valid default name"),
+            password_service: DEFAULT_PASSWORD_SERVICE.into(),
             io_timeout_ms: DEFAULT_IO_TIMEOUT_MS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             ldap: None,
@@ -217,6 +223,22 @@ fn socket<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
 fn web_user<'de, D: Deserializer<'de>>(d: D) -> Result<UserName, D::Error> {
     let name = String::deserialize(d)?;
     UserName::parse(&name).ok_or_else(|| D::Error::custom("web_user: expected an account name"))
+}
+
+/// A file name in /etc/pam.d: letters, digits, `.`, `_`, `-`, not starting with a dot.
+fn password_service<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    let fits = (1..=64).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    match fits {
+        true => Ok(name),
+        false => Err(D::Error::custom(
+            "password_service: expected a PAM service name (a file name in /etc/pam.d)",
+        )),
+    }
 }
 
 pub(crate) fn ranged<'de, D: Deserializer<'de>>(
@@ -260,6 +282,7 @@ fn key_line(text: &str, key: &str) -> Option<usize> {
 }
 
 const DEFAULT_WEB_USER: &str = "twofold-web";
+const DEFAULT_PASSWORD_SERVICE: &str = "twofold-web";
 const DEFAULT_IO_TIMEOUT_MS: u64 = 2000;
 const DEFAULT_MAX_CONNECTIONS: usize = 64;
 const MAX_CONFIG_BYTES: u64 = 64 * 1024;
@@ -280,6 +303,7 @@ mod tests {
         assert_eq!(config.backend, Backend::Files);
         assert_eq!(config.socket, PathBuf::from("/run/twofold/twofoldd.sock"));
         assert_eq!(config.web_user.as_str(), "twofold-web");
+        assert_eq!(config.password_service, "twofold-web");
         assert_eq!(config.io_timeout, Duration::from_millis(2000));
         assert_eq!(config.max_connections, 64);
     }
@@ -311,6 +335,10 @@ mod tests {
         assert!(err.contains("socket: expected an absolute path"), "{err}");
         let err = parse("web_user = \"a/b\"\n").unwrap_err();
         assert!(err.contains("web_user"), "{err}");
+        for bad in ["../shadow", ".hidden", "", "a b"] {
+            let err = parse(&format!("password_service = \"{bad}\"\n")).unwrap_err();
+            assert!(err.contains("password_service: expected"), "{bad}: {err}");
+        }
         let err = parse("backend = \"nfs\"\n").unwrap_err();
         assert!(err.starts_with("/etc/twofold/twofoldd.toml:1:"), "{err}");
     }

@@ -14,6 +14,7 @@ use twofold_core::store::{Accounts, Store, StoreError};
 use twofold_core::text::LogLine;
 use twofold_core::user::UserName;
 use twofold_host::syslog::{self, Level};
+use twofold_host::pam_client::{self, PasswordVerdict};
 use twofold_host::{passwd, peer, sys, FileStore, SystemClock};
 use twofold_proto::{read_frame, write_frame, ProtoError, Request, Response, MAX_FRAME};
 
@@ -159,14 +160,59 @@ fn operate<R: Store + Accounts, W: Store>(
             syslog::line(IDENT, level, who.clone().and(&line).as_str());
             response
         }
-        (Request::CheckPassword { .. }, _) => {
-            Response::Unavailable("password checks come with twofold-web".into())
+        (Request::CheckPassword { password, rhost, .. }, Some(user)) => {
+            let (response, level, line) = check_password(
+                &daemon.daemon.password_service,
+                user,
+                &password.0,
+                rhost.as_deref(),
+            );
+            syslog::line(IDENT, level, who.clone().and(&line).as_str());
+            response
         }
         (Request::Status | Request::List, _) => {
             Response::Invalid("this request names no user".into())
         }
         // Every request but Status names a user, parsed above.
         (_, None) => Response::Invalid("no user named".into()),
+    }
+}
+
+/// Checks a password through PAM, and returns the answer and the log level and fields (never
+/// the password). A right password for an account that may not log in is refused like a wrong
+/// one; only the log tells them apart.
+fn check_password(
+    service: &str,
+    user: &UserName,
+    password: &str,
+    rhost: Option<&str>,
+) -> (Response, Level, LogLine) {
+    let line = LogLine::new().token("factor", "password");
+    let line = match rhost {
+        Some(rhost) => line.text("rhost", rhost),
+        None => line,
+    };
+    match pam_client::check_password(service, user.as_str(), password, rhost) {
+        Ok(PasswordVerdict::Accepted) => (
+            Response::Password { accepted: true },
+            Level::Info,
+            line.token("outcome", "success"),
+        ),
+        Ok(PasswordVerdict::Refused) => (
+            Response::Password { accepted: false },
+            Level::Notice,
+            line.token("outcome", "denied"),
+        ),
+        Ok(PasswordVerdict::AccountRefused(why)) => (
+            Response::Password { accepted: false },
+            Level::Notice,
+            line.token("outcome", "denied").text("reason", &why),
+        ),
+        Err(e) => (
+            Response::Unavailable(format!("the password check failed: {e}")),
+            Level::Error,
+            line.token("outcome", "unavailable").text("error", &e.0),
+        ),
     }
 }
 

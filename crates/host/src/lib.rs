@@ -11,6 +11,8 @@ pub mod config_file;
 pub mod daemon_store;
 pub mod file_store;
 pub mod login_session;
+#[cfg(feature = "pam-client")]
+pub mod pam_client;
 pub mod passwd;
 pub mod peer;
 pub mod state_file;
