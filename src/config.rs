@@ -387,6 +387,10 @@ struct RawConfig {
     store: StoreKind,
     #[serde(deserialize_with = "daemon_socket")]
     daemon_socket: PathBuf,
+    /// twofold-web's section: parsed (strictly) by twofold-web, skipped here, so that the module
+    /// carries none of its parsing.
+    #[allow(dead_code)]
+    web: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -460,6 +464,7 @@ impl Default for RawConfig {
             fido2: RawFido2::default(),
             store: StoreKind::Files,
             daemon_socket: PathBuf::from(DEFAULT_DAEMON_SOCKET),
+            web: None,
         }
     }
 }

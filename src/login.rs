@@ -12,7 +12,7 @@ use crate::backup::{Candidate, CandidateHash};
 use crate::clock::Clock;
 use crate::config::{Config, ThrottlePolicy};
 use crate::enroll::{self, AtLogin, EnrollError};
-use crate::key_assertion::{self, KeyRefusal};
+use crate::key_assertion::{self, Assertion, KeyRefusal};
 use crate::prompt::{PromptError, Prompter};
 use crate::record::Record;
 use crate::security_key::{KeyName, KeyToucher, TouchFailure};
@@ -292,6 +292,29 @@ fn touch_key<S: Store>(
             prompter,
         )
         .map_err(KeyUnusable::Touch)?;
+    Ok(check_key_assertion(
+        store,
+        user,
+        policy,
+        &assertion,
+        &client_data_hash,
+        clock,
+    ))
+}
+
+/// Checks an assertion a key made over `client_data_hash` for `user`, and records its use,
+/// under the user's lock: the throttle first, then the core's verifier (the credential is the
+/// user's, rpIdHash, presence, verification where required, the signature, the counter). The
+/// console gets the assertion from the device; the web from the browser, over the hash of its
+/// clientDataJSON, which the web has checked (type, challenge, origin).
+pub fn check_key_assertion<S: Store>(
+    store: &S,
+    user: &UserName,
+    policy: &LoginPolicy,
+    assertion: &Assertion,
+    client_data_hash: &[u8; 32],
+    clock: &dyn Clock,
+) -> Outcome {
     let decided = store.update(user, |record, state| {
         let now = clock.now();
         if let Some(until) = state.locked_for(policy.origin, now) {
@@ -301,7 +324,7 @@ fn touch_key<S: Store>(
         }
         let stored =
             |k: &crate::security_key::SecurityKey| state.key_use(k.tag()).map(|u| u.sign_count);
-        let checked = key_assertion::check(&record.keys, stored, &assertion, &client_data_hash)
+        let checked = key_assertion::check(&record.keys, stored, assertion, client_data_hash)
             .and_then(|accepted| {
                 let uv_missing = policy.keys_require_uv && !accepted.verified.user_verified;
                 match uv_missing {
@@ -337,12 +360,12 @@ fn touch_key<S: Store>(
             }
         }
     });
-    Ok(match decided {
+    match decided {
         Ok(Some(outcome)) => outcome,
         // Disabled while the key was being touched.
         Ok(None) => Outcome::Denied(Denial::NotEnrolled),
         Err(e) => Outcome::Unavailable(e),
-    })
+    }
 }
 
 /// What an enrollment at login means for the login.

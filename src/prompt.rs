@@ -27,6 +27,34 @@ pub trait Prompter {
     }
 }
 
+/// A prompter with one answer, typed elsewhere (a web form, a caller of twofoldd): it answers
+/// the first hidden prompt and fails any other, since there is no person to ask.
+pub struct OneAnswer(Option<Zeroizing<String>>);
+
+impl OneAnswer {
+    pub fn new(answer: &str) -> OneAnswer {
+        OneAnswer(Some(Zeroizing::new(answer.to_string())))
+    }
+}
+
+impl Prompter for OneAnswer {
+    fn ask_hidden(&mut self, _: &str) -> Result<Zeroizing<String>, PromptError> {
+        self.0
+            .take()
+            .ok_or_else(|| PromptError("one answer per check".into()))
+    }
+
+    fn ask_visible(&mut self, _: &str) -> Result<Zeroizing<String>, PromptError> {
+        Err(PromptError("nothing visible can be asked here".into()))
+    }
+
+    fn info(&mut self, _: &str) {}
+
+    fn error(&mut self, _: &str) {}
+
+    fn offer(&mut self, _: &EnrollmentOffer) {}
+}
+
 /// A key offered to the user's app, not saved yet. Both fields carry the secret, and are wiped
 /// when dropped.
 pub struct EnrollmentOffer {

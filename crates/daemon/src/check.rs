@@ -2,12 +2,10 @@
 //! with the same throttle and replay guard as the module, and the caller learns only the verdict.
 //! The secret never leaves the daemon.
 
-use zeroize::Zeroizing;
-
 use twofold_core::clock::Clock;
 use twofold_core::config::{Config, UserVerification};
 use twofold_core::login::{self, Console, Denial, LoginPolicy, Outcome};
-use twofold_core::prompt::{EnrollmentOffer, PromptError, Prompter};
+use twofold_core::prompt::OneAnswer;
 use twofold_core::security_key::NoDevice;
 use twofold_core::state::Origin;
 use twofold_core::store::{Accounts, Store};
@@ -36,7 +34,7 @@ pub fn check_code<S: Store + Accounts>(
         console: Console::NEVER,
         keys_require_uv: config.fido2.user_verification == UserVerification::Required,
     };
-    let mut prompter = OneAnswer(Some(Zeroizing::new(answer.to_string())));
+    let mut prompter = OneAnswer::new(answer);
     let outcome = login::authenticate(
         store,
         Some(user),
@@ -115,26 +113,4 @@ fn unavailable(line: LogLine, why: &str) -> (Response, Level, LogLine) {
         Level::Error,
         line.token("outcome", "unavailable").text("error", why),
     )
-}
-
-/// Answers the first hidden prompt (the code prompt) with the caller's answer, and fails any
-/// other: the daemon has no person to talk to.
-struct OneAnswer(Option<Zeroizing<String>>);
-
-impl Prompter for OneAnswer {
-    fn ask_hidden(&mut self, _: &str) -> Result<Zeroizing<String>, PromptError> {
-        self.0
-            .take()
-            .ok_or_else(|| PromptError("twofoldd takes one answer per check".into()))
-    }
-
-    fn ask_visible(&mut self, _: &str) -> Result<Zeroizing<String>, PromptError> {
-        Err(PromptError("twofoldd asks nothing visible".into()))
-    }
-
-    fn info(&mut self, _: &str) {}
-
-    fn error(&mut self, _: &str) {}
-
-    fn offer(&mut self, _: &EnrollmentOffer) {}
 }

@@ -14,14 +14,20 @@ use crate::sys;
 /// Loads and validates the config at `path`. A missing file means the defaults. An unset issuer
 /// becomes this machine's host name.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let mut config = read(path)?;
+    load_with_text(path).map(|(config, _)| config)
+}
+
+/// `load`, and the file's text, for a front door that reads a section of its own from it
+/// (twofold-web's `[web]`). A missing default file has the empty text.
+pub fn load_with_text(path: &Path) -> Result<(Config, String), ConfigError> {
+    let (mut config, text) = read(path)?;
     if config.issuer.is_none() {
         config.issuer = Some(sys::hostname().unwrap_or_else(|| "localhost".into()));
     }
-    Ok(config)
+    Ok((config, text))
 }
 
-fn read(path: &Path) -> Result<Config, ConfigError> {
+fn read(path: &Path) -> Result<(Config, String), ConfigError> {
     let file = match fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
@@ -34,7 +40,7 @@ fn read(path: &Path) -> Result<Config, ConfigError> {
             if e.kind() == std::io::ErrorKind::NotFound
                 && path == Path::new(DEFAULT_CONFIG_PATH) =>
         {
-            return Ok(Config::default())
+            return Ok((Config::default(), String::new()))
         }
         Err(cause) => {
             return Err(ConfigError::Unreadable {
@@ -62,7 +68,7 @@ fn read(path: &Path) -> Result<Config, ConfigError> {
             message: format!("larger than {MAX_CONFIG_BYTES} bytes"),
         });
     }
-    Config::parse(path, &text)
+    Ok((Config::parse(path, &text)?, text))
 }
 
 /// The config only needs to be trusted as much as the account that reads it: it must belong to
