@@ -10,5 +10,8 @@ pub mod config;
 pub mod pages;
 pub mod redirect;
 pub mod routes;
+mod run;
 pub mod session;
 pub mod webauthn;
+
+pub use run::main;

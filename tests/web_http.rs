@@ -1,0 +1,534 @@
+//! twofold-web at the HTTP level, as root: the real program in front of the real twofoldd, which
+//! checks passwords of a real account through a real PAM stack (pam_unix) and keeps the records
+//! in a throwaway host's files. Requests are raw HTTP/1.1 on loopback, so every bad input can be
+//! sent exactly as an attacker would. Under `CI=true` these fail rather than skip without root.
+
+// Only the root-test gate, accounts and PAM services of tests/root are used here.
+#[allow(dead_code, unused_imports)]
+#[macro_use]
+mod root;
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use twofold_core::totp::{Algorithm, Digits, Secret, TotpKey};
+
+/// The stack: a user with a password, the PAM service for the web's passwords, a daemon, and
+/// twofold-web on a free port; all stopped and removed when dropped.
+struct Web {
+    user: root::TestUser,
+    host: Host,
+    port: u16,
+    web: Child,
+    daemon: Child,
+    _service: root::Service,
+    _run: TempDir,
+}
+
+impl Web {
+    fn start(web_section: &str) -> Web {
+        let user = root::TestUser::create("http");
+        let service = root::Service::create(
+            "web",
+            &["auth required pam_unix.so", "account required pam_unix.so"],
+        );
+        let host = Host::new("");
+        let run = TempDir::new("web-run");
+        let socket = run.path().join("twofoldd.sock");
+        let port = free_port();
+        let text = std::fs::read_to_string(&host.config).unwrap();
+        host.write_config(&format!(
+            "{text}daemon_socket = \"{}\"\n[web]\nlisten = \"127.0.0.1:{port}\"\n\
+             origin = \"http://localhost:{port}\"\ncookie_secure = false\n{web_section}",
+            socket.display()
+        ));
+        let daemon_toml = host.dir.write(
+            "twofoldd.toml",
+            &format!("password_service = \"{}\"\n", service.name),
+        );
+        let daemon = start_twofoldd(&host.config, &daemon_toml, &socket);
+        let web = Command::new(env!("CARGO_BIN_EXE_twofold-web-tested"))
+            .arg("--config")
+            .arg(&host.config)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start twofold-web");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "twofold-web did not listen");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Web {
+            user,
+            host,
+            port,
+            web,
+            daemon,
+            _service: service,
+            _run: run,
+        }
+    }
+
+    fn get(&self, path: &str, cookie: Option<&str>) -> Reply {
+        self.send("GET", path, cookie, &[], "")
+    }
+
+    fn post(&self, path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> Reply {
+        let body: Vec<String> = form
+            .iter()
+            .map(|(k, v)| format!("{k}={}", url_encode(v)))
+            .collect();
+        self.send(
+            "POST",
+            path,
+            cookie,
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            &body.join("&"),
+        )
+    }
+
+    fn post_json(&self, path: &str, cookie: Option<&str>, csrf: Option<&str>, body: &str) -> Reply {
+        let mut headers = vec![("Content-Type", "application/json")];
+        if let Some(csrf) = csrf {
+            headers.push(("X-CSRF-Token", csrf));
+        }
+        self.send("POST", path, cookie, &headers, body)
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        cookie: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n",
+            self.port
+        );
+        if let Some(cookie) = cookie {
+            request.push_str(&format!("Cookie: twofold_session={cookie}\r\n"));
+        }
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        raw(self.port, request.as_bytes())
+    }
+
+    /// A fresh login form: the session cookie and its CSRF token.
+    fn form(&self, path: &str) -> (String, String) {
+        let page = self.get(path, None);
+        assert_eq!(page.status, 200, "{}", page.body);
+        (page.cookie().expect("a session cookie"), page.csrf())
+    }
+
+    /// Signs in with the password: the new cookie, and where the answer sent the browser.
+    fn password(&self, password: &str) -> (String, String) {
+        let (cookie, csrf) = self.form("/twofold/login");
+        let reply = self.post(
+            "/twofold/login",
+            Some(&cookie),
+            &[
+                ("csrf", &csrf),
+                ("user", &self.user.name),
+                ("password", password),
+            ],
+        );
+        assert_eq!(reply.status, 303, "{}", reply.body);
+        let new = reply.cookie().expect("a new session id after the password");
+        assert_ne!(new, cookie, "the session id changes at the password");
+        (new, reply.location())
+    }
+
+    /// Enrolls through the pages: the TOTP key from the page, and the signed-in cookie.
+    fn enroll(&self) -> (TotpKey, String, Vec<String>) {
+        let (cookie, next) = self.password(&self.user.password);
+        assert_eq!(next, "/twofold/enroll");
+        let page = self.get("/twofold/enroll", Some(&cookie));
+        let key = key_on(&page.body);
+        let code = key.code_at_step(settle_step(key.period, 3)).to_string();
+        let reply = self.post(
+            "/twofold/enroll",
+            Some(&cookie),
+            &[("csrf", &page.csrf()), ("code", &code)],
+        );
+        assert_eq!(reply.status, 303, "{}", reply.body);
+        assert_eq!(reply.location(), "/twofold/enroll/codes");
+        let cookie = reply.cookie().expect("a new session id after the factor");
+        let codes_page = self.get("/twofold/enroll/codes", Some(&cookie));
+        let codes = list_items(&codes_page.body, "backup-codes");
+        (key, cookie, codes)
+    }
+
+    fn auth(&self, cookie: Option<&str>) -> Reply {
+        self.get("/twofold/auth", cookie)
+    }
+}
+
+impl Drop for Web {
+    fn drop(&mut self) {
+        for child in [&mut self.web, &mut self.daemon] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One HTTP answer.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn location(&self) -> String {
+        self.header("location").unwrap_or_default().to_string()
+    }
+
+    fn cookie(&self) -> Option<String> {
+        let value = self.header("set-cookie")?;
+        let id = value.strip_prefix("twofold_session=")?.split(';').next()?;
+        (!id.is_empty()).then(|| id.to_string())
+    }
+
+    fn csrf(&self) -> String {
+        attribute_after(&self.body, "name=\"csrf\" content=\"").expect("a CSRF token")
+    }
+}
+
+fn raw(port: u16, request: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+fn attribute_after(text: &str, marker: &str) -> Option<String> {
+    let start = text.find(marker)? + marker.len();
+    let end = text[start..].find('"')?;
+    Some(text[start..start + end].to_string())
+}
+
+fn key_on(page: &str) -> TotpKey {
+    let start = page
+        .find("<code id=\"secret\">")
+        .expect("the key on the page")
+        + 18;
+    let end = page[start..].find("</code>").unwrap();
+    let text: String = page[start..start + end].split_whitespace().collect();
+    TotpKey {
+        secret: Secret::from_base32(&text).expect("base32"),
+        algorithm: Algorithm::Sha1,
+        digits: Digits::SIX,
+        period: 30,
+    }
+}
+
+fn list_items(page: &str, id: &str) -> Vec<String> {
+    let start = page.find(&format!("id=\"{id}\"")).expect("the list");
+    let end = start + page[start..].find("</ul>").unwrap();
+    page[start..end]
+        .split("<code>")
+        .skip(1)
+        .filter_map(|s| s.split("</code>").next())
+        .map(str::to_string)
+        .collect()
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn the_first_login_enrolls_and_later_logins_take_a_code_or_a_backup_code_once() {
+    needs_root!();
+    let web = Web::start("");
+    assert_eq!(web.auth(None).status, 401);
+    let (key, cookie, codes) = web.enroll();
+    assert_eq!(codes.len(), 10, "the backup codes are shown once");
+    let auth = web.auth(Some(&cookie));
+    assert_eq!(auth.status, 200);
+    assert_eq!(auth.header("remote-user"), Some(web.user.name.as_str()));
+    // The codes download as a text file while they are shown.
+    let file = web.get("/twofold/enroll/codes.txt", Some(&cookie));
+    assert_eq!(file.status, 200);
+    assert!(file
+        .header("content-disposition")
+        .unwrap()
+        .starts_with("attachment"));
+    for code in &codes {
+        assert!(file.body.contains(code.as_str()), "{code} in the file");
+    }
+    // Continue: the key offer, then the codes are gone for good.
+    let page = web.get("/twofold/enroll/codes", Some(&cookie));
+    let next = web.post(
+        "/twofold/enroll/codes",
+        Some(&cookie),
+        &[("csrf", &page.csrf())],
+    );
+    assert_eq!(next.location(), "/twofold/keys/add?first=1");
+    assert_eq!(
+        web.get("/twofold/enroll/codes.txt", Some(&cookie)).status,
+        410
+    );
+    // Sign out: the cookie is worthless.
+    let settings = web.get("/twofold/settings", Some(&cookie));
+    assert!(
+        settings.body.contains("id=\"codes-left\">10<"),
+        "{}",
+        settings.body
+    );
+    let out = web.post(
+        "/twofold/logout",
+        Some(&cookie),
+        &[("csrf", &settings.csrf())],
+    );
+    assert_eq!(out.status, 303);
+    assert_eq!(web.auth(Some(&cookie)).status, 401);
+
+    // A later login: the code confirmed at enrollment is spent; the next step's is not.
+    let (cookie, next) = web.password(&web.user.password);
+    assert_eq!(next, "/twofold/login/second");
+    let page = web.get("/twofold/login/second", Some(&cookie));
+    let step = settle_step(30, 3);
+    let spent = key.code_at_step(step).to_string();
+    let reply = web.post(
+        "/twofold/login/second",
+        Some(&cookie),
+        &[("csrf", &page.csrf()), ("code", &spent)],
+    );
+    assert_eq!(reply.status, 200);
+    assert!(reply.body.contains("already used"), "{}", reply.body);
+    assert_eq!(web.auth(Some(&cookie)).status, 401);
+    let fresh = key.code_at_step(step + 1).to_string();
+    let reply = web.post(
+        "/twofold/login/second",
+        Some(&cookie),
+        &[("csrf", &page.csrf()), ("code", &fresh)],
+    );
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    let signed = reply.cookie().unwrap();
+    assert_eq!(web.auth(Some(&signed)).status, 200);
+    assert_eq!(
+        web.auth(Some(&cookie)).status,
+        401,
+        "the pre-factor id ended"
+    );
+
+    // A backup code works once; the second time it is refused.
+    for (attempt, expected) in [(1, 303), (2, 200)] {
+        let (cookie, _) = web.password(&web.user.password);
+        let page = web.get("/twofold/login/second", Some(&cookie));
+        let reply = web.post(
+            "/twofold/login/second",
+            Some(&cookie),
+            &[("csrf", &page.csrf()), ("code", &codes[0])],
+        );
+        assert_eq!(reply.status, expected, "attempt {attempt}: {}", reply.body);
+    }
+    // What the web spent is spent for the PAM module too: one store.
+    let state = web.host.state(&web.user.name);
+    assert_eq!(state.last_step, step + 1);
+    assert_eq!(state.spent_codes.count_ones(), 1);
+}
+
+#[test]
+fn wrong_passwords_unknown_users_and_bad_forms_get_one_generic_answer() {
+    needs_root!();
+    let web = Web::start("");
+    let (cookie, csrf) = web.form("/twofold/login");
+    let try_login = |user: &str, password: &str| {
+        web.post(
+            "/twofold/login",
+            Some(&cookie),
+            &[("csrf", &csrf), ("user", user), ("password", password)],
+        )
+    };
+    let wrong = try_login(&web.user.name, "not the password");
+    let unknown = try_login("tf_nobody_at_all", "whatever");
+    for reply in [&wrong, &unknown] {
+        assert_eq!(reply.status, 200);
+        assert!(
+            reply.body.contains("Wrong user name or password."),
+            "{}",
+            reply.body
+        );
+    }
+    assert!(try_login("", "")
+        .body
+        .contains("Enter your user name and password."));
+    // A wrong or missing CSRF token is refused before the password is looked at.
+    let forged = web.post(
+        "/twofold/login",
+        Some(&cookie),
+        &[
+            ("csrf", "forged"),
+            ("user", &web.user.name),
+            ("password", &web.user.password),
+        ],
+    );
+    assert_eq!(forged.status, 403);
+    let no_session = web.post(
+        "/twofold/login",
+        None,
+        &[
+            ("csrf", &csrf),
+            ("user", &web.user.name),
+            ("password", &web.user.password),
+        ],
+    );
+    assert_eq!(no_session.status, 403);
+    // Oversized and malformed bodies.
+    let big = "a".repeat(100 * 1024);
+    let oversized = web.post(
+        "/twofold/login",
+        Some(&cookie),
+        &[("csrf", &csrf), ("user", &big)],
+    );
+    assert_eq!(oversized.status, 413);
+    let garbage = web.send(
+        "POST",
+        "/twofold/login",
+        Some(&cookie),
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        "%zz=%",
+    );
+    assert!(
+        garbage.status >= 400 && garbage.status < 500,
+        "{}",
+        garbage.status
+    );
+    // No page of the flow is reachable before its step.
+    for path in [
+        "/twofold/login/second",
+        "/twofold/enroll",
+        "/twofold/settings",
+        "/twofold/keys/add",
+    ] {
+        let reply = web.get(path, Some(&cookie));
+        assert_eq!(reply.status, 303, "{path}");
+        assert_eq!(reply.location(), "/twofold/login", "{path}");
+    }
+    // JSON calls need the token in their header.
+    let (signed_in, _) = web.password(&web.user.password);
+    let keyless = web.post_json(
+        "/twofold/keys/options",
+        Some(&signed_in),
+        None,
+        "{\"name\":\"k\"}",
+    );
+    assert_eq!(keyless.status, 403);
+}
+
+#[test]
+fn every_answer_carries_the_security_headers_and_the_cookie_is_locked_down() {
+    needs_root!();
+    let web = Web::start("");
+    let page = web.get("/twofold/login", None);
+    let cookie = page.header("set-cookie").unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && cookie.contains("Path=/"),
+        "{cookie}"
+    );
+    for reply in [
+        page,
+        web.auth(None),
+        web.get("/twofold/nothing-here", None),
+        web.get("/twofold/static/twofold.js", None),
+    ] {
+        let csp = reply.header("content-security-policy").unwrap_or_default();
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+            "{csp}"
+        );
+        assert_eq!(reply.header("x-frame-options"), Some("DENY"));
+        assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(reply.header("referrer-policy"), Some("no-referrer"));
+    }
+}
+
+#[test]
+fn rd_sends_the_user_back_only_to_this_site() {
+    needs_root!();
+    let web = Web::start("allowed_redirect_domains = [\"localhost\"]\n");
+    let (_, _, codes) = web.enroll();
+    let cases = [
+        ("/wiki/Page", "/wiki/Page"),
+        ("http://localhost:8080/wiki", "http://localhost:8080/wiki"),
+        ("//evil.example/", "/twofold/settings"),
+        ("/\\evil.example", "/twofold/settings"),
+        ("http://evil.example/", "/twofold/settings"),
+        ("http://localhost@evil.example/", "/twofold/settings"),
+        ("http%3A%2F%2Fevil.example", "/twofold/settings"),
+        ("https://localhost.evil.example/", "/twofold/settings"),
+    ];
+    // One backup code per case: each sign-in needs a factor of its own.
+    for ((rd, expected), code) in cases.into_iter().zip(&codes) {
+        let (cookie, csrf) = web.form(&format!("/twofold/login?rd={}", url_encode(rd)));
+        let reply = web.post(
+            "/twofold/login",
+            Some(&cookie),
+            &[
+                ("csrf", &csrf),
+                ("user", &web.user.name),
+                ("password", &web.user.password),
+            ],
+        );
+        let cookie = reply.cookie().unwrap();
+        let page = web.get("/twofold/login/second", Some(&cookie));
+        let reply = web.post(
+            "/twofold/login/second",
+            Some(&cookie),
+            &[("csrf", &page.csrf()), ("code", code)],
+        );
+        assert_eq!(reply.status, 303, "{rd}: {}", reply.body);
+        assert_eq!(reply.location(), expected, "rd={rd}");
+    }
+}
