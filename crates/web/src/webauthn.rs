@@ -860,8 +860,8 @@ struct AttestedCredential {
 }
 
 // crates/fido's `ctap2::AuthData::parse` reads the same layout for the console's
-// makeCredential; the web may not depend on crates/fido, so this is a second reader, written
-// for browsers' input. Both belong in the core, next to `key_assertion` (see the report).
+// makeCredential, but the web may not depend on crates/fido, so this is a second reader, for
+// browsers' input. One reader in the core, next to `key_assertion`, should replace both.
 impl AuthenticatorData {
     /// Parses the whole: the fixed 37 bytes, the attested credential data when AT is set, the
     /// extensions map when ED is set, and nothing after.
