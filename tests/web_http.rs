@@ -532,3 +532,214 @@ fn rd_sends_the_user_back_only_to_this_site() {
         assert_eq!(reply.location(), expected, "rd={rd}");
     }
 }
+
+/// A security key made in the test (P-256), answering WebAuthn ceremonies as a browser would
+/// post them: the HTTP path of key registration and sign-in, apart from any browser.
+struct TestKey {
+    key: p256::ecdsa::SigningKey,
+    credential_id: Vec<u8>,
+    counter: u32,
+}
+
+impl TestKey {
+    fn new() -> TestKey {
+        let mut id = vec![0u8; 32];
+        getrandom::fill(&mut id).unwrap();
+        loop {
+            let mut scalar = [0u8; 32];
+            getrandom::fill(&mut scalar).unwrap();
+            if let Ok(key) = p256::ecdsa::SigningKey::from_slice(&scalar) {
+                return TestKey {
+                    key,
+                    credential_id: id,
+                    counter: 0,
+                };
+            }
+        }
+    }
+
+    fn client_data(kind: &str, options: &serde_json::Value, origin: &str) -> String {
+        serde_json::json!({
+            "type": kind,
+            "challenge": options["challenge"],
+            "origin": origin,
+            "crossOrigin": false,
+        })
+        .to_string()
+    }
+
+    /// The answer to `navigator.credentials.create(options)`, attestation "none".
+    fn register(&self, options: &serde_json::Value, origin: &str) -> String {
+        use p256::elliptic_curve::sec1::ToSec1Point as _;
+        use twofold_core::cbor::Value;
+        let rp_id = options["rp"]["id"].as_str().unwrap();
+        let point = self.key.verifying_key().to_sec1_point(false);
+        let cose = twofold_core::security_key::PublicKey::es256(point.as_bytes())
+            .unwrap()
+            .to_cose();
+        let mut auth_data = twofold_core::key_assertion::rp_id_hash(rp_id).to_vec();
+        auth_data.push(0x41); // UP, AT
+        auth_data.extend(self.counter.to_be_bytes());
+        auth_data.extend([0u8; 16]);
+        auth_data.extend((self.credential_id.len() as u16).to_be_bytes());
+        auth_data.extend(&self.credential_id);
+        auth_data.extend(cose);
+        let object = twofold_core::cbor::encode(&Value::text_map([
+            ("fmt", Value::Text("none".into())),
+            ("attStmt", Value::Map(Vec::new())),
+            ("authData", Value::Bytes(auth_data)),
+        ]));
+        let client_data = TestKey::client_data("webauthn.create", options, origin);
+        self.credential(serde_json::json!({
+            "clientDataJSON": b64url(client_data.as_bytes()),
+            "attestationObject": b64url(&object),
+        }))
+    }
+
+    /// The answer to `navigator.credentials.get(options)`.
+    fn sign(&mut self, options: &serde_json::Value, origin: &str) -> String {
+        use p256::ecdsa::signature::Signer as _;
+        use sha2::Digest as _;
+        self.counter += 1;
+        let rp_id = options["rpId"].as_str().unwrap();
+        let mut auth_data = twofold_core::key_assertion::rp_id_hash(rp_id).to_vec();
+        auth_data.push(0x01); // UP
+        auth_data.extend(self.counter.to_be_bytes());
+        let client_data = TestKey::client_data("webauthn.get", options, origin);
+        let signed = [
+            &auth_data[..],
+            &sha2::Sha256::digest(client_data.as_bytes())[..],
+        ]
+        .concat();
+        let signature: p256::ecdsa::DerSignature = self.key.sign(&signed);
+        self.credential(serde_json::json!({
+            "clientDataJSON": b64url(client_data.as_bytes()),
+            "authenticatorData": b64url(&auth_data),
+            "signature": b64url(signature.as_bytes()),
+        }))
+    }
+
+    fn credential(&self, response: serde_json::Value) -> String {
+        serde_json::json!({
+            "id": b64url(&self.credential_id),
+            "rawId": b64url(&self.credential_id),
+            "type": "public-key",
+            "response": response,
+        })
+        .to_string()
+    }
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64ct::Encoding as _;
+    base64ct::Base64UrlUnpadded::encode_string(bytes)
+}
+
+#[test]
+fn a_key_registered_on_the_web_signs_in_once_per_challenge_and_only_from_this_origin() {
+    needs_root!();
+    let web = Web::start("");
+    let origin = format!("http://localhost:{}", web.port);
+    let (_, cookie, _) = web.enroll();
+    let page = web.get("/twofold/keys/add", Some(&cookie));
+    let csrf = page.csrf();
+    let mut key = TestKey::new();
+    let options = web.post_json(
+        "/twofold/keys/options",
+        Some(&cookie),
+        Some(&csrf),
+        r#"{"name":"yubi"}"#,
+    );
+    assert_eq!(options.status, 200, "{}", options.body);
+    let options: serde_json::Value = serde_json::from_str(&options.body).unwrap();
+    assert_eq!(options["rp"]["id"], "localhost");
+    // An answer for another origin is refused, and spends the challenge.
+    let foreign = key.register(&options, "http://evil.example");
+    let refused = web.post_json("/twofold/keys", Some(&cookie), Some(&csrf), &foreign);
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    let again = web.post_json(
+        "/twofold/keys",
+        Some(&cookie),
+        Some(&csrf),
+        &key.register(&options, &origin),
+    );
+    assert_eq!(
+        again.status, 400,
+        "a challenge answers once: {}",
+        again.body
+    );
+    // A fresh challenge, the right origin: the key is added.
+    let options = web.post_json(
+        "/twofold/keys/options",
+        Some(&cookie),
+        Some(&csrf),
+        r#"{"name":"yubi"}"#,
+    );
+    let options: serde_json::Value = serde_json::from_str(&options.body).unwrap();
+    let added = web.post_json(
+        "/twofold/keys",
+        Some(&cookie),
+        Some(&csrf),
+        &key.register(&options, &origin),
+    );
+    assert_eq!(added.status, 200, "{}", added.body);
+    let settings = web.get("/twofold/settings", Some(&cookie));
+    assert!(settings.body.contains("<td>yubi</td>"), "{}", settings.body);
+    // The name is taken now.
+    let taken = web.post_json(
+        "/twofold/keys/options",
+        Some(&cookie),
+        Some(&csrf),
+        r#"{"name":"yubi"}"#,
+    );
+    assert_eq!(taken.status, 409);
+
+    // Sign in with it: password, then the key.
+    let (cookie, _) = web.password(&web.user.password);
+    let page = web.get("/twofold/login/second", Some(&cookie));
+    assert!(page.body.contains("id=\"use-key\""));
+    let csrf = page.csrf();
+    let ask = || {
+        let reply = web.post_json(
+            "/twofold/login/key/options",
+            Some(&cookie),
+            Some(&csrf),
+            "{}",
+        );
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        serde_json::from_str::<serde_json::Value>(&reply.body).unwrap()
+    };
+    let options = ask();
+    let wrong_origin = key.sign(&options, "http://localhost:1");
+    assert_eq!(
+        web.post_json(
+            "/twofold/login/key",
+            Some(&cookie),
+            Some(&csrf),
+            &wrong_origin
+        )
+        .status,
+        403
+    );
+    let options = ask();
+    let assertion = key.sign(&options, &origin);
+    let signed = web.post_json("/twofold/login/key", Some(&cookie), Some(&csrf), &assertion);
+    assert_eq!(signed.status, 200, "{}", signed.body);
+    let signed_cookie = signed.cookie().expect("a new session id after the key");
+    assert_eq!(web.auth(Some(&signed_cookie)).status, 200);
+    // The same assertion again, in another sign-in: its challenge is spent.
+    let (cookie, _) = web.password(&web.user.password);
+    let page = web.get("/twofold/login/second", Some(&cookie));
+    let replay = web.post_json(
+        "/twofold/login/key",
+        Some(&cookie),
+        Some(&page.csrf()),
+        &assertion,
+    );
+    assert_eq!(replay.status, 403);
+    assert_eq!(web.auth(Some(&cookie)).status, 401);
+    // The counter the key reached is in the shared state.
+    let state = web.host.state(&web.user.name);
+    assert_eq!(state.key_uses.len(), 1);
+    assert_eq!(state.key_uses[0].sign_count, 2);
+}

@@ -20,11 +20,28 @@ pub fn by_uid(uid: u32) -> io::Result<Option<Account>> {
     lookup(&PasswdKey::Uid(uid))
 }
 
+/// The full name of `name` (the first field of its GECOS), if it has one: what a web app may
+/// show. Control characters are refused, as a header value must not carry them.
+pub fn full_name(name: &UserName) -> io::Result<Option<String>> {
+    let c_name = CString::new(name.as_str()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let found = entry(&PasswdKey::Name(&c_name))?;
+    Ok(found.and_then(|(_, gecos)| {
+        let first = gecos.split(',').next()?.trim();
+        let usable = !first.is_empty() && !first.chars().any(char::is_control);
+        usable.then(|| first.to_string())
+    }))
+}
+
 fn lookup(key: &PasswdKey<'_>) -> io::Result<Option<Account>> {
+    Ok(entry(key)?.map(|(account, _)| account))
+}
+
+/// The account, and its GECOS field as text (lossy: it is only ever shown).
+fn entry(key: &PasswdKey<'_>) -> io::Result<Option<(Account, String)>> {
     let mut size = 1024;
     loop {
         let mut buf = vec![0 as libc::c_char; size];
-        let (name, uid, gid, home) = match sys::getpw(key, &mut buf) {
+        let (name, uid, gid, home, gecos) = match sys::getpw(key, &mut buf) {
             PasswdLookup::BufferTooSmall if size < 1 << 20 => {
                 size *= 4;
                 continue;
@@ -37,7 +54,8 @@ fn lookup(key: &PasswdKey<'_>) -> io::Result<Option<Account>> {
                 uid,
                 gid,
                 home,
-            } => (name, uid, gid, home),
+                gecos,
+            } => (name, uid, gid, home, gecos),
         };
         // An account whose own name we cannot use is an error, not "no such user".
         let Some(name) = name.to_str().ok().and_then(UserName::parse) else {
@@ -46,12 +64,13 @@ fn lookup(key: &PasswdKey<'_>) -> io::Result<Option<Account>> {
                 "the account's name is not usable in a path",
             ));
         };
-        return Ok(Some(Account {
+        let account = Account {
             name,
             uid,
             gid,
             home: PathBuf::from(OsStr::from_bytes(home.to_bytes())),
-        }));
+        };
+        return Ok(Some((account, gecos.to_string_lossy().into_owned())));
     }
 }
 

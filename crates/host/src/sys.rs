@@ -75,12 +75,13 @@ pub enum PasswdLookup<'b> {
     Failed(i32),
     /// No such entry.
     Missing,
-    /// The entry: name, uid, gid, home (borrowing the buffer).
+    /// The entry: name, uid, gid, home, GECOS (borrowing the buffer).
     Found {
         name: &'b CStr,
         uid: u32,
         gid: u32,
         home: &'b CStr,
+        gecos: &'b CStr,
     },
 }
 
@@ -126,11 +127,18 @@ pub fn getpw<'b>(key: &PasswdKey<'_>, buf: &'b mut [libc::c_char]) -> PasswdLook
     let name = unsafe { CStr::from_ptr(pwd.pw_name) };
     // SAFETY: as for pw_name.
     let home = unsafe { CStr::from_ptr(pwd.pw_dir) };
+    // NSS modules may leave pw_gecos NULL.
+    let gecos = match pwd.pw_gecos.is_null() {
+        true => c"",
+        // SAFETY: as for pw_name.
+        false => unsafe { CStr::from_ptr(pwd.pw_gecos) },
+    };
     PasswdLookup::Found {
         name,
         uid: pwd.pw_uid,
         gid: pwd.pw_gid,
         home,
+        gecos,
     }
 }
 

@@ -78,20 +78,22 @@ type Peer = ConnectInfo<SocketAddr>;
 // ---- nginx's question
 
 async fn auth(State(app): Shared, headers: HeaderMap) -> Response {
-    let user = session_id(&app, &headers).and_then(|id| app.sessions.signed_in_user(&id));
-    match user {
-        Some(user) => {
-            let mut response = StatusCode::OK.into_response();
-            let headers = response.headers_mut();
-            // A user name is ASCII letters, digits and a few marks (UserName::parse).
-            if let Ok(value) = HeaderValue::from_str(user.as_str()) {
-                headers.insert(REMOTE_USER, value.clone());
-                headers.insert(REMOTE_NAME, value);
-            }
-            response
-        }
-        None => StatusCode::UNAUTHORIZED.into_response(),
+    let signed_in = session_id(&app, &headers).and_then(|id| app.sessions.signed_in(&id));
+    let Some((user, full_name)) = signed_in else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let mut response = StatusCode::OK.into_response();
+    let headers = response.headers_mut();
+    // A user name is printable and has no spaces or colons (UserName::parse); a full name has
+    // no control characters (passwd::full_name).
+    if let Ok(value) = HeaderValue::from_str(user.as_str()) {
+        headers.insert(REMOTE_USER, value);
     }
+    let name = full_name.as_deref().unwrap_or(user.as_str());
+    if let Ok(value) = HeaderValue::from_bytes(name.as_bytes()) {
+        headers.insert(REMOTE_NAME, value);
+    }
+    response
 }
 
 // ---- the password

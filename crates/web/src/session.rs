@@ -54,6 +54,8 @@ pub struct Session {
     pub redirect: Option<String>,
     /// Backup codes just made, shown (and downloadable) until the user moves on.
     pub new_codes: Option<Arc<Vec<Zeroizing<String>>>>,
+    /// The account's full name (GECOS), found at the password, for `Remote-Name`.
+    pub full_name: Option<String>,
     /// The new codes were made from the settings (not at the first login).
     pub regenerated: bool,
     created: Instant,
@@ -92,6 +94,7 @@ impl Sessions {
             stage,
             redirect,
             new_codes: None,
+            full_name: None,
             regenerated: false,
             created: now,
             last_seen: now,
@@ -120,8 +123,13 @@ impl Sessions {
     /// The user of the signed-in session `id`: the `/auth` question, answered without copying
     /// the session.
     pub fn signed_in_user(&self, id: &str) -> Option<UserName> {
+        self.signed_in(id).map(|(user, _)| user)
+    }
+
+    /// The user and full name of the signed-in session `id`.
+    pub fn signed_in(&self, id: &str) -> Option<(UserName, Option<String>)> {
         self.with(id, |s| match &s.stage {
-            Stage::SignedIn { user, .. } => Some(user.clone()),
+            Stage::SignedIn { user, .. } => Some((user.clone(), s.full_name.clone())),
             _ => None,
         })
         .flatten()
