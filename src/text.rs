@@ -146,6 +146,25 @@ pub fn one_line(text: &str) -> String {
         .collect()
 }
 
+/// A Unix time as its UTC date, `2026-12-04` (the proleptic Gregorian calendar).
+pub fn utc_date(time: u64) -> String {
+    // Days since 1970-01-01, shifted to an era starting on 0000-03-01, then to a civil date.
+    let days = (time / 86_400) as i64 + 719_468;
+    let era = days.div_euclid(146_097);
+    let of_era = days.rem_euclid(146_097);
+    let year_of_era = (of_era - of_era / 1460 + of_era / 36_524 - of_era / 146_096) / 365;
+    let of_year = of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * of_year + 2) / 153;
+    let day = of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +210,13 @@ mod tests {
             line.as_str(),
             "user=eve%20outcome%3Dsuccess error=\"bad \\\"x\\\" in /home/a b\\\\c\\x0a outcome=success\""
         );
+    }
+
+    #[test]
+    fn unix_times_become_utc_dates() {
+        assert_eq!(utc_date(0), "1970-01-01");
+        assert_eq!(utc_date(951_782_400), "2000-02-29");
+        assert_eq!(utc_date(1_796_342_399), "2026-12-03");
+        assert_eq!(utc_date(4_102_444_800), "2100-01-01");
     }
 }

@@ -291,11 +291,17 @@ fn the_first_login_enrolls_and_later_logins_take_a_code_or_a_backup_code_once() 
     needs_root!();
     let web = Web::start("");
     assert_eq!(web.auth(None).status, 401);
+    let named = Command::new("usermod")
+        .args(["-c", "Alice Example,,,", &web.user.name])
+        .status()
+        .unwrap();
+    assert!(named.success());
     let (key, cookie, codes) = web.enroll();
     assert_eq!(codes.len(), 10, "the backup codes are shown once");
     let auth = web.auth(Some(&cookie));
     assert_eq!(auth.status, 200);
     assert_eq!(auth.header("remote-user"), Some(web.user.name.as_str()));
+    assert_eq!(auth.header("remote-name"), Some("Alice Example"));
     // The codes download as a text file while they are shown.
     let file = web.get("/twofold/enroll/codes.txt", Some(&cookie));
     assert_eq!(file.status, 200);

@@ -94,7 +94,7 @@ pub fn enroll(
 }
 
 /// Backup codes, shown once.
-pub fn codes(csrf: &str, codes: &[String], next: &str) -> String {
+pub fn codes(csrf: &str, codes: &[String]) -> String {
     let mut items = String::new();
     for code in codes {
         let _ = write!(items, "<li><code>{}</code></li>", escape(code));
@@ -106,11 +106,9 @@ pub fn codes(csrf: &str, codes: &[String], next: &str) -> String {
 <p><a id="download" class="button" href="{PREFIX}/enroll/codes.txt" download="backup-codes.txt">Download codes</a></p>
 <form method="post" action="{PREFIX}/enroll/codes">
 <input type="hidden" name="csrf" value="{csrf}">
-<input type="hidden" name="next" value="{next}">
 <button id="continue" type="submit" class="primary">Continue</button>
 </form>"#,
         csrf = escape(csrf),
-        next = escape(next),
     );
     layout("Your backup codes", csrf, &body)
 }

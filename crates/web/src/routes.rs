@@ -217,8 +217,15 @@ async fn login_password(
         let user = user.clone();
         blocking(move || app.store.load(&user)).await
     };
+    let mut factors = (false, true);
     let stage = match loaded {
-        Ok(Some(_)) => Stage::Password { user: user.clone() },
+        Ok(Some((record, _))) => {
+            factors = (
+                record.keys.iter().any(|k| k.rp_id == app.rp.id()),
+                record.totp.is_some() || !record.backup_codes.is_empty(),
+            );
+            Stage::Password { user: user.clone() }
+        }
         Ok(None) if app.web.enroll_on_login => match Pending::new(&app.config, None) {
             Ok(pending) => Stage::Enrolling {
                 user: user.clone(),
@@ -278,7 +285,15 @@ async fn login_password(
         "success",
         None,
     );
-    match app.sessions.advance(&id, |s| s.stage = stage) {
+    let full_name = {
+        let user = user.clone();
+        blocking(move || twofold_host::passwd::full_name(&user).ok().flatten()).await
+    };
+    match app.sessions.advance(&id, |s| {
+        s.stage = stage;
+        s.full_name = full_name;
+        s.factors = factors;
+    }) {
         Some(new_id) => with_cookie(&app, &new_id, see_other(&next)),
         None => expired_page(),
     }
@@ -339,8 +354,14 @@ async fn second_code(
     let Stage::Password { user } = session.stage.clone() else {
         return redirect_for_stage(&app, &session);
     };
-    let again = |error: &str, has_keys: bool| {
-        html(pages::second(&session.csrf, Some(error), has_keys, true))
+    let (has_keys, has_codes) = session.factors;
+    let again = |error: &str| {
+        html(pages::second(
+            &session.csrf,
+            Some(error),
+            has_keys,
+            has_codes,
+        ))
     };
     if let Some(wait) = app.throttle.refused_for(client) {
         log_line(
@@ -352,16 +373,13 @@ async fn second_code(
             "throttled",
             None,
         );
-        return again(
-            &format!(
-                "Too many failed attempts from your address. Try again in {} minutes.",
-                wait.div_ceil(60)
-            ),
-            false,
-        );
+        return again(&format!(
+            "Too many failed attempts from your address. Try again in {} minutes.",
+            wait.div_ceil(60)
+        ));
     }
     if form.code.trim().is_empty() || form.code.len() > 64 {
-        return again("Enter a code.", false);
+        return again("Enter a code.");
     }
     let outcome = {
         let app = Arc::clone(&app);
@@ -406,13 +424,10 @@ async fn second_code(
                 "locked",
                 None,
             );
-            again(
-                &format!(
-                    "Too many failed attempts. Try again in {} minutes.",
-                    retry_after.div_ceil(60)
-                ),
-                false,
-            )
+            again(&format!(
+                "Too many failed attempts. Try again in {} minutes.",
+                retry_after.div_ceil(60)
+            ))
         }
         Outcome::Denied(denial) => {
             app.throttle.failed(client);
@@ -429,7 +444,7 @@ async fn second_code(
                 Denial::ReplayedCode => "That code was already used. Wait for the next one.",
                 _ => "That code did not work. Try again.",
             };
-            again(text, false)
+            again(text)
         }
         Outcome::Unavailable(e) => {
             log_line(
@@ -441,7 +456,7 @@ async fn second_code(
                 "unavailable",
                 Some(&e.to_string()),
             );
-            again(UNAVAILABLE, false)
+            again(UNAVAILABLE)
         }
         other => {
             log_line(
@@ -453,7 +468,7 @@ async fn second_code(
                 "unavailable",
                 Some(&format!("unexpected outcome {other:?}")),
             );
-            again(UNAVAILABLE, false)
+            again(UNAVAILABLE)
         }
     }
 }
@@ -827,15 +842,7 @@ async fn codes_page(State(app): Shared, headers: HeaderMap) -> Response {
         .iter()
         .map(|c| twofold_core::backup::display(c))
         .collect();
-    // After the first login's codes comes the key offer; after new codes, the settings.
-    let next = match session.stage {
-        Stage::SignedIn {
-            factor: Factor::Totp,
-            ..
-        } if session_is_new_enrollment(&session) => format!("{PREFIX}/keys/add?first=1"),
-        _ => format!("{PREFIX}/settings"),
-    };
-    html(pages::codes(&session.csrf, &shown, &next))
+    html(pages::codes(&session.csrf, &shown))
 }
 
 fn session_is_new_enrollment(session: &Session) -> bool {
@@ -871,8 +878,6 @@ async fn codes_download(State(app): Shared, headers: HeaderMap) -> Response {
 struct NextForm {
     #[serde(default)]
     csrf: String,
-    #[serde(default)]
-    next: String,
 }
 
 async fn codes_done(
@@ -891,12 +896,12 @@ async fn codes_done(
         s.new_codes = None;
         s.regenerated = false;
     });
+    // After the first login's codes comes the key offer; after new codes, the settings.
     let next = match new_enrollment {
         true if app.config.fido2.max_keys > 0 => format!("{PREFIX}/keys/add?first=1"),
         true => final_target(&app, session.redirect.clone()),
         false => format!("{PREFIX}/settings"),
     };
-    let _ = form.next;
     see_other(&next)
 }
 
@@ -1654,21 +1659,10 @@ fn log_line(
 }
 
 fn date(unix: u64) -> String {
-    if unix == 0 {
-        return "never".into();
+    match unix {
+        0 => "never".into(),
+        time => twofold_core::text::utc_date(time),
     }
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm, public domain).
-    let days = (unix / 86_400) as i64;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
 }
 
 fn html(text: String) -> Response {

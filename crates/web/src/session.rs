@@ -56,6 +56,8 @@ pub struct Session {
     pub new_codes: Option<Arc<Vec<Zeroizing<String>>>>,
     /// The account's full name (GECOS), found at the password, for `Remote-Name`.
     pub full_name: Option<String>,
+    /// What the user has, found at the password: (security keys for this site, a code).
+    pub factors: (bool, bool),
     /// The new codes were made from the settings (not at the first login).
     pub regenerated: bool,
     created: Instant,
@@ -95,6 +97,7 @@ impl Sessions {
             redirect,
             new_codes: None,
             full_name: None,
+            factors: (false, true),
             regenerated: false,
             created: now,
             last_seen: now,

@@ -181,24 +181,7 @@ pub(crate) fn key_json(key: &SecurityKey, last_used: Option<u64>) -> serde_json:
 
 /// A Unix time as its UTC date (`2026-12-04`), or `never`.
 fn day(time: Option<u64>) -> String {
-    let Some(time) = time else {
-        return "never".into();
-    };
-    // Days since 1970-01-01 to a civil date (the proleptic Gregorian calendar).
-    let days = (time / 86_400) as i64 + 719_468;
-    let era = days.div_euclid(146_097);
-    let of_era = days.rem_euclid(146_097);
-    let year_of_era = (of_era - of_era / 1460 + of_era / 36_524 - of_era / 146_096) / 365;
-    let of_year = of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * of_year + 2) / 153;
-    let day = of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+    time.map_or_else(|| "never".into(), twofold_core::text::utc_date)
 }
 
 pub(crate) fn rename(
