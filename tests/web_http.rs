@@ -32,10 +32,13 @@ struct Web {
 impl Web {
     fn start(web_section: &str) -> Web {
         let user = root::TestUser::create("http");
-        let service = root::Service::create(
-            "web",
-            &["auth required pam_unix.so", "account required pam_unix.so"],
-        );
+        // The shipped stack, as packaged.
+        let shipped = std::fs::read_to_string("../conf/pam.d/twofold-web").unwrap();
+        let lines: Vec<&str> = shipped
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .collect();
+        let service = root::Service::create("web", &lines);
         let host = Host::new("");
         let run = TempDir::new("web-run");
         let socket = run.path().join("twofoldd.sock");
@@ -48,7 +51,7 @@ impl Web {
         ));
         let daemon_toml = host.dir.write(
             "twofoldd.toml",
-            &format!("password_service = \"{}\"\n", service.name),
+            format!("password_service = \"{}\"\n", service.name),
         );
         let daemon = start_twofoldd(&host.config, &daemon_toml, &socket);
         let web = Command::new(env!("CARGO_BIN_EXE_twofold-web-tested"))
@@ -107,18 +110,7 @@ impl Web {
         headers: &[(&str, &str)],
         body: &str,
     ) -> Reply {
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n",
-            self.port
-        );
-        if let Some(cookie) = cookie {
-            request.push_str(&format!("Cookie: twofold_session={cookie}\r\n"));
-        }
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-        raw(self.port, request.as_bytes())
+        send(self.port, method, path, cookie, headers, body)
     }
 
     /// A fresh login form: the session cookie and its CSRF token.
@@ -208,6 +200,26 @@ impl Reply {
     fn csrf(&self) -> String {
         attribute_after(&self.body, "name=\"csrf\" content=\"").expect("a CSRF token")
     }
+}
+
+fn send(
+    port: u16,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n");
+    if let Some(cookie) = cookie {
+        request.push_str(&format!("Cookie: twofold_session={cookie}\r\n"));
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    raw(port, request.as_bytes())
 }
 
 fn raw(port: u16, request: &[u8]) -> Reply {
@@ -514,10 +526,20 @@ fn rd_sends_the_user_back_only_to_this_site() {
         ("http://localhost@evil.example/", "/twofold/settings"),
         ("http%3A%2F%2Fevil.example", "/twofold/settings"),
         ("https://localhost.evil.example/", "/twofold/settings"),
+        // nginx sends the page's URL as it was, query included.
+        (
+            "http://localhost:8080/index.php?title=A&action=edit",
+            "http://localhost:8080/index.php?title=A&action=edit",
+        ),
     ];
     // One backup code per case: each sign-in needs a factor of its own.
     for ((rd, expected), code) in cases.into_iter().zip(&codes) {
-        let (cookie, csrf) = web.form(&format!("/twofold/login?rd={}", url_encode(rd)));
+        let query = match rd.contains('&') {
+            // As nginx sends it: unencoded, the last parameter.
+            true => rd.to_string(),
+            false => url_encode(rd),
+        };
+        let (cookie, csrf) = web.form(&format!("/twofold/login?rd={query}"));
         let reply = web.post(
             "/twofold/login",
             Some(&cookie),
@@ -576,7 +598,6 @@ impl TestKey {
 
     /// The answer to `navigator.credentials.create(options)`, attestation "none".
     fn register(&self, options: &serde_json::Value, origin: &str) -> String {
-        use p256::elliptic_curve::sec1::ToSec1Point as _;
         use twofold_core::cbor::Value;
         let rp_id = options["rp"]["id"].as_str().unwrap();
         let point = self.key.verifying_key().to_sec1_point(false);
@@ -748,4 +769,182 @@ fn a_key_registered_on_the_web_signs_in_once_per_challenge_and_only_from_this_or
     let state = web.host.state(&web.user.name);
     assert_eq!(state.key_uses.len(), 1);
     assert_eq!(state.key_uses[0].sign_count, 2);
+}
+
+#[test]
+fn pages_with_tokens_or_codes_open_only_as_the_browser_navigates() {
+    needs_root!();
+    let web = Web::start("");
+    let (_, cookie, _) = web.enroll();
+    for path in [
+        "/twofold/settings",
+        "/twofold/enroll/codes",
+        "/twofold/enroll/codes.txt",
+        "/twofold/keys/add",
+    ] {
+        // What a script on a wiki page of the same origin would send with fetch().
+        let fetched = web.send(
+            "GET",
+            path,
+            Some(&cookie),
+            &[("Sec-Fetch-Mode", "cors")],
+            "",
+        );
+        assert_eq!(fetched.status, 403, "{path}");
+        assert!(!fetched.body.contains("csrf"), "{path}");
+        let navigated = web.send(
+            "GET",
+            path,
+            Some(&cookie),
+            &[("Sec-Fetch-Mode", "navigate")],
+            "",
+        );
+        assert_eq!(navigated.status, 200, "{path}");
+    }
+    // nginx's question is asked by nginx, not navigated.
+    let auth = web.send(
+        "GET",
+        "/twofold/auth",
+        Some(&cookie),
+        &[("Sec-Fetch-Mode", "cors")],
+        "",
+    );
+    assert_eq!(auth.status, 200);
+}
+
+/// Wrong passwords sent at once, each from `address(i)` (the trusted proxy's
+/// `X-Forwarded-For`), for `user(i)`: the answers' texts, in no order.
+fn burst(
+    web: &Web,
+    count: usize,
+    user: impl Fn(usize) -> String,
+    address: impl Fn(usize) -> String,
+) -> Vec<String> {
+    let (cookie, csrf) = web.form("/twofold/login");
+    let requests: Vec<(String, String)> = (0..count).map(|i| (user(i), address(i))).collect();
+    let port = web.port;
+    std::thread::scope(|scope| {
+        let running: Vec<_> = requests
+            .iter()
+            .map(|(user, address)| {
+                let (cookie, csrf) = (&cookie, &csrf);
+                scope.spawn(move || {
+                    let body = format!(
+                        "csrf={}&user={}&password=wrong",
+                        url_encode(csrf),
+                        url_encode(user)
+                    );
+                    send(
+                        port,
+                        "POST",
+                        "/twofold/login",
+                        Some(cookie),
+                        &[
+                            ("Content-Type", "application/x-www-form-urlencoded"),
+                            ("X-Forwarded-For", address),
+                        ],
+                        &body,
+                    )
+                    .body
+                })
+            })
+            .collect();
+        running.into_iter().map(|t| t.join().unwrap()).collect()
+    })
+}
+
+fn count(answers: &[String], text: &str) -> usize {
+    answers.iter().filter(|a| a.contains(text)).count()
+}
+
+#[test]
+fn a_burst_of_wrong_passwords_is_cut_off_at_the_limit_per_address_and_per_user() {
+    needs_root!();
+    let web = Web::start("");
+    // 25 names at once from one address: at most 16 reach PAM at once; the others are told
+    // it is busy, and not counted.
+    let tally = |answers: &[String]| {
+        (
+            count(answers, "Wrong user name or password."),
+            count(answers, "Sign-in is busy"),
+            count(answers, "Too many failed attempts"),
+        )
+    };
+    let (wrong, busy, throttled) = tally(&burst(
+        &web,
+        25,
+        |i| format!("tf_nobody_{i}"),
+        |_| "198.51.100.7".into(),
+    ));
+    assert!(
+        wrong <= 16 && wrong + busy == 25 && throttled == 0,
+        "{wrong} wrong, {busy} busy, {throttled} throttled"
+    );
+    // 10 more: only the attempts left of the address's 20 reach PAM, the rest are refused.
+    let (wrong_after, busy, throttled) = tally(&burst(
+        &web,
+        10,
+        |i| format!("tf_nobody_{i}"),
+        |_| "198.51.100.7".into(),
+    ));
+    assert_eq!(
+        (wrong_after, busy, throttled),
+        (20 - wrong, 0, 10 - (20 - wrong))
+    );
+    // The address is refused now, even with the right password.
+    let (cookie, csrf) = web.form("/twofold/login");
+    let body = format!(
+        "csrf={}&user={}&password={}",
+        url_encode(&csrf),
+        web.user.name,
+        url_encode(&web.user.password)
+    );
+    let form = [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("X-Forwarded-For", "198.51.100.7"),
+    ];
+    let refused = web.send("POST", "/twofold/login", Some(&cookie), &form, &body);
+    assert!(
+        refused.body.contains("Too many failed attempts"),
+        "{}",
+        refused.body
+    );
+    // One user from many addresses (an IPv6 address each, in separate /64s): 10 wrong passwords,
+    // then that user is refused, from anywhere.
+    let answers = burst(
+        &web,
+        12,
+        |_| web.user.name.clone(),
+        |i| format!("2001:db8:{i}::1"),
+    );
+    assert_eq!(
+        count(&answers, "Too many failed attempts"),
+        2,
+        "{answers:?}"
+    );
+    let form = [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("X-Forwarded-For", "203.0.113.9"),
+    ];
+    let (cookie, csrf) = web.form("/twofold/login");
+    let body = format!(
+        "csrf={}&user={}&password={}",
+        url_encode(&csrf),
+        web.user.name,
+        url_encode(&web.user.password)
+    );
+    let refused = web.send("POST", "/twofold/login", Some(&cookie), &form, &body);
+    assert!(
+        refused.body.contains("Too many failed attempts"),
+        "{}",
+        refused.body
+    );
+    // Another user from a fresh address is not held up.
+    let other = burst(
+        &web,
+        1,
+        |_| "tf_someone_else".into(),
+        |_| "203.0.113.10".into(),
+    );
+    assert_eq!(count(&other, "Wrong user name or password."), 1);
 }

@@ -193,6 +193,16 @@ fn check_password(
         None => line,
     };
     match pam_client::check_password(service, user.as_str(), password, rhost) {
+        // The web signs in the name it sent: it must be the account's own name in passwd, not
+        // another spelling that NSS or the stack would also take (`ALICE` for alice).
+        Ok(PasswordVerdict::Accepted) if !is_account_name(user) => (
+            Response::Password { accepted: false },
+            Level::Notice,
+            line.token("outcome", "denied").text(
+                "reason",
+                "the password is right, but passwd knows the account by another name",
+            ),
+        ),
         Ok(PasswordVerdict::Accepted) => (
             Response::Password { accepted: true },
             Level::Info,
@@ -214,6 +224,11 @@ fn check_password(
             line.token("outcome", "unavailable").text("error", &e.0),
         ),
     }
+}
+
+/// Whether passwd has `user` under exactly that name.
+fn is_account_name(user: &UserName) -> bool {
+    matches!(passwd::by_name(user), Ok(Some(account)) if account.name == *user)
 }
 
 /// The answer to `List`: the names, if they fit in one frame (a frame of 160 KiB holds some

@@ -96,7 +96,15 @@ pub fn check_password(
         )));
     }
     match authenticated {
-        PAM_SUCCESS => {}
+        PAM_SUCCESS => {
+            // A stack may map the name it was given to another (a case-insensitive directory,
+            // `user@domain`): the caller acts on the name it asked for, so only that one counts.
+            if transaction.user().as_deref() != Some(user.to_bytes()) {
+                return Ok(PasswordVerdict::AccountRefused(
+                    "the PAM stack authenticated another name than the one given".into(),
+                ));
+            }
+        }
         PAM_AUTH_ERR | PAM_USER_UNKNOWN | PAM_MAXTRIES | PAM_CRED_INSUFFICIENT => {
             return Ok(PasswordVerdict::Refused)
         }
@@ -116,6 +124,19 @@ pub fn check_password(
 struct Transaction(*mut c_void);
 
 impl Transaction {
+    /// `PAM_USER` as the stack left it.
+    fn user(&self) -> Option<Vec<u8>> {
+        let mut item: *const c_void = ptr::null();
+        // SAFETY: the handle is live; libpam stores a pointer to its own copy in `item`.
+        let got = unsafe { pam_get_item(self.0, PAM_USER, &mut item) };
+        if got != PAM_SUCCESS || item.is_null() {
+            return None;
+        }
+        // SAFETY: PAM_USER is a NUL-terminated string owned by the live handle.
+        let name = unsafe { CStr::from_ptr(item.cast::<c_char>()) };
+        Some(name.to_bytes().to_vec())
+    }
+
     fn describe(&self, code: c_int) -> String {
         // SAFETY: the handle is live; pam_strerror returns a static string (or NULL).
         let text = unsafe { pam_strerror(self.0, code) };
@@ -276,6 +297,7 @@ extern "C" {
         handle: *mut *mut c_void,
     ) -> c_int;
     fn pam_set_item(handle: *mut c_void, item: c_int, value: *const c_void) -> c_int;
+    fn pam_get_item(handle: *const c_void, item: c_int, value: *mut *const c_void) -> c_int;
     fn pam_authenticate(handle: *mut c_void, flags: c_int) -> c_int;
     fn pam_acct_mgmt(handle: *mut c_void, flags: c_int) -> c_int;
     fn pam_end(handle: *mut c_void, status: c_int) -> c_int;
@@ -293,6 +315,7 @@ const PAM_MAXTRIES: c_int = 11;
 const PAM_NEW_AUTHTOK_REQD: c_int = 12;
 const PAM_ACCT_EXPIRED: c_int = 13;
 const PAM_CONV_ERR: c_int = 19;
+const PAM_USER: c_int = 2;
 const PAM_RHOST: c_int = 4;
 const PAM_DISALLOW_NULL_AUTHTOK: c_int = 0x1;
 const PAM_PROMPT_ECHO_OFF: c_int = 1;

@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -36,7 +36,7 @@ use twofold_core::user::UserName;
 use twofold_host::syslog::Level;
 use twofold_host::SystemClock;
 
-use crate::app::{user_name, App, PasswordCheck, TOUCH_TIMEOUT_MS};
+use crate::app::{client_key, user_name, App, PasswordCheck, TOUCH_TIMEOUT_MS};
 use crate::pages::{self, KeyRow};
 use crate::redirect;
 use crate::session::{Session, Stage};
@@ -68,7 +68,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/twofold/static/twofold.js", get(script))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::from_fn(pages_only_by_navigation))
+        .layer(axum::middleware::map_response_with_state(
+            Arc::clone(&app),
+            security_headers,
+        ))
         .with_state(app)
 }
 
@@ -86,9 +90,11 @@ async fn auth(State(app): Shared, headers: HeaderMap) -> Response {
     let headers = response.headers_mut();
     // A user name is printable and has no spaces or colons (UserName::parse); a full name has
     // no control characters (passwd::full_name).
-    if let Ok(value) = HeaderValue::from_str(user.as_str()) {
-        headers.insert(REMOTE_USER, value);
-    }
+    let Ok(value) = HeaderValue::from_str(user.as_str()) else {
+        // A name a header cannot carry (not ASCII): never let nginx through without a user.
+        return StatusCode::FORBIDDEN.into_response();
+    };
+    headers.insert(REMOTE_USER, value);
     let name = full_name.as_deref().unwrap_or(user.as_str());
     if let Ok(value) = HeaderValue::from_bytes(name.as_bytes()) {
         headers.insert(REMOTE_NAME, value);
@@ -98,17 +104,50 @@ async fn auth(State(app): Shared, headers: HeaderMap) -> Response {
 
 // ---- the password
 
-#[derive(Deserialize)]
-struct RedirectQuery {
-    rd: Option<String>,
+/// `rd` from the login page's query. nginx sends the original URL unencoded
+/// (`rd=$scheme://$http_host$request_uri`), so `rd` is the last parameter and everything after
+/// `rd=` is the URL, `&` and `%xx` included; an `rd` that arrives encoded (from a proxy that
+/// encodes) is decoded once. The result is checked against the allowed domains either way.
+fn redirect_parameter(query: &str) -> Option<String> {
+    let raw = match query.strip_prefix("rd=") {
+        Some(rest) => rest,
+        None => &query[query.find("&rd=")? + 4..],
+    };
+    if raw.starts_with('/') || raw.contains("://") {
+        return Some(raw.to_string());
+    }
+    percent_decode(raw)
 }
 
-async fn login_page(
-    State(app): Shared,
-    headers: HeaderMap,
-    Query(query): Query<RedirectQuery>,
-) -> Response {
-    let redirect = query.rd.and_then(|rd| checked_redirect(&app, &rd));
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'%' => {
+                let hex = text.get(index + 1..index + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                index += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                index += 1;
+            }
+            byte => {
+                out.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+async fn login_page(State(app): Shared, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+    let redirect = query
+        .as_deref()
+        .and_then(redirect_parameter)
+        .and_then(|rd| checked_redirect(&app, &rd));
     if let Some((id, session)) = current(&app, &headers) {
         // A new rd (a second wiki page asking) replaces the old one.
         if redirect.is_some() {
@@ -154,21 +193,6 @@ async fn login_password(
         return forbidden();
     }
     let again = |error: &str| html(pages::login(&session.csrf, Some(error), &form.user));
-    if let Some(wait) = app.throttle.refused_for(client) {
-        log_line(
-            &app,
-            Level::Notice,
-            "password",
-            None,
-            client,
-            "throttled",
-            None,
-        );
-        return again(&format!(
-            "Too many failed attempts from your address. Try again in {} minutes.",
-            wait.div_ceil(60)
-        ));
-    }
     if form.user.is_empty()
         || form.password.is_empty()
         || form.user.len() > 256
@@ -176,34 +200,88 @@ async fn login_password(
     {
         return again("Enter your user name and password.");
     }
-    let name = user_name(&form.user);
+    let address = client_key(client);
+    let typed = form.user.trim().to_string();
+    // Both throttles count the attempt now, before the daemon is asked, so that a burst of
+    // parallel attempts is cut off at the limit; a right password is forgiven below.
+    let throttled = app.addresses.begin(&address).and_then(|()| {
+        app.passwords
+            .begin(&typed)
+            .inspect_err(|_| app.addresses.forgive(&address))
+    });
+    if let Err(wait) = throttled {
+        log_line(
+            &app,
+            Level::Notice,
+            "password",
+            user_name(&typed).as_ref(),
+            client,
+            "throttled",
+            None,
+        );
+        return again(&throttled_text(wait));
+    }
+    let forgive = || {
+        app.addresses.forgive(&address);
+        app.passwords.forgive(&typed);
+    };
+    // A name that cannot be a user is a wrong password, counted like one, without the daemon.
+    let Some(name) = user_name(&typed) else {
+        log_line(
+            &app,
+            Level::Notice,
+            "password",
+            None,
+            client,
+            "denied",
+            Some("not a user name"),
+        );
+        return again(WRONG_PASSWORD);
+    };
+    let Ok(permit) = app.password_checks.try_acquire() else {
+        forgive();
+        log_line(
+            &app,
+            Level::Warning,
+            "password",
+            Some(&name),
+            client,
+            "busy",
+            None,
+        );
+        return again("Sign-in is busy. Try again in a moment.");
+    };
     let checked = {
         let app = Arc::clone(&app);
-        let user = form.user.trim().to_string();
         let password = form.password.0.clone();
-        blocking(move || app.check_password(&user, &password, client)).await
+        let typed = typed.clone();
+        blocking(move || app.check_password(&typed, &password, client)).await
     };
-    let user = match (checked, name) {
-        (Ok(PasswordCheck::Accepted), Some(user)) => user,
-        (Ok(_), name) => {
-            app.throttle.failed(client);
+    drop(permit);
+    let user = match checked {
+        Ok(PasswordCheck::Accepted) => {
+            forgive();
+            name
+        }
+        Ok(PasswordCheck::Refused) => {
             log_line(
                 &app,
                 Level::Notice,
                 "password",
-                name.as_ref(),
+                Some(&name),
                 client,
                 "denied",
                 None,
             );
             return again(WRONG_PASSWORD);
         }
-        (Err(e), name) => {
+        Err(e) => {
+            forgive();
             log_line(
                 &app,
                 Level::Error,
                 "password",
-                name.as_ref(),
+                Some(&name),
                 client,
                 "unavailable",
                 Some(&e.to_string()),
@@ -217,6 +295,14 @@ async fn login_password(
         let user = user.clone();
         blocking(move || app.store.load(&user)).await
     };
+    // The new backup codes' hashes are slow: made off the async workers.
+    let pending = match (&loaded, app.web.enroll_on_login) {
+        (Ok(None), true) => {
+            let app = Arc::clone(&app);
+            blocking(move || Pending::new(&app.config, None)).await
+        }
+        _ => Err(EnrollError::NotEnrolled),
+    };
     let mut factors = (false, true);
     let stage = match loaded {
         Ok(Some((record, _))) => {
@@ -226,7 +312,7 @@ async fn login_password(
             );
             Stage::Password { user: user.clone() }
         }
-        Ok(None) if app.web.enroll_on_login => match Pending::new(&app.config, None) {
+        Ok(None) if app.web.enroll_on_login => match pending {
             Ok(pending) => Stage::Enrolling {
                 user: user.clone(),
                 pending: Arc::new(pending),
@@ -319,7 +405,13 @@ async fn second_page(State(app): Shared, headers: HeaderMap) -> Response {
             let has_codes = record.totp.is_some() || !record.backup_codes.is_empty();
             html(pages::second(&session.csrf, None, has_keys, has_codes))
         }
-        Ok(None) => to_login(),
+        // Disabled since the password: start again.
+        Ok(None) => {
+            if let Some(id) = session_id(&app, &headers) {
+                app.sessions.end(&id);
+            }
+            to_login()
+        }
         Err(e) => {
             app.log(
                 Level::Error,
@@ -363,7 +455,7 @@ async fn second_code(
             has_codes,
         ))
     };
-    if let Some(wait) = app.throttle.refused_for(client) {
+    if let Some(wait) = app.addresses.begin(&client_key(client)).err() {
         log_line(
             &app,
             Level::Notice,
@@ -373,10 +465,7 @@ async fn second_code(
             "throttled",
             None,
         );
-        return again(&format!(
-            "Too many failed attempts from your address. Try again in {} minutes.",
-            wait.div_ceil(60)
-        ));
+        return again(&throttled_text(wait));
     }
     if form.code.trim().is_empty() || form.code.len() > 64 {
         return again("Enter a code.");
@@ -402,6 +491,7 @@ async fn second_code(
         Outcome::Accepted {
             factor, codes_left, ..
         } => {
+            app.addresses.forgive(&client_key(client));
             let detail = codes_left.map(|n| format!("{n} backup codes left"));
             log_line(
                 &app,
@@ -430,7 +520,6 @@ async fn second_code(
             ))
         }
         Outcome::Denied(denial) => {
-            app.throttle.failed(client);
             log_line(
                 &app,
                 Level::Notice,
@@ -536,7 +625,7 @@ async fn key_sign_in(
     let Stage::Password { user } = session.stage.clone() else {
         return json_error(StatusCode::CONFLICT, EXPIRED);
     };
-    if let Some(wait) = app.throttle.refused_for(client) {
+    if let Some(wait) = app.addresses.begin(&client_key(client)).err() {
         log_line(
             &app,
             Level::Notice,
@@ -546,16 +635,9 @@ async fn key_sign_in(
             "throttled",
             None,
         );
-        return json_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            &format!(
-                "Too many failed attempts from your address. Try again in {} minutes.",
-                wait.div_ceil(60)
-            ),
-        );
+        return json_error(StatusCode::TOO_MANY_REQUESTS, &throttled_text(wait));
     }
     let refused = |why: &str| {
-        app.throttle.failed(client);
         log_line(
             &app,
             Level::Notice,
@@ -600,6 +682,7 @@ async fn key_sign_in(
     };
     match outcome {
         Outcome::Accepted { factor, key, .. } => {
+            app.addresses.forgive(&client_key(client));
             let key = key.map(|k| format!("key {}", k.as_str()));
             log_line(
                 &app,
@@ -644,7 +727,6 @@ async fn key_sign_in(
                 Some(key) => format!("key {}: {why}", key.as_str()),
                 None => why.to_string(),
             };
-            app.throttle.failed(client);
             log_line(
                 &app,
                 Level::Notice,
@@ -735,16 +817,13 @@ async fn enroll_confirm(
     let Stage::Enrolling { user, pending } = session.stage.clone() else {
         return redirect_for_stage(&app, &session);
     };
-    if let Some(wait) = app.throttle.refused_for(client) {
+    if let Some(wait) = app.addresses.begin(&client_key(client)).err() {
         return enroll_form(
             &app,
             &session.csrf,
             &user,
             &pending,
-            Some(&format!(
-                "Too many failed attempts from your address. Try again in {} minutes.",
-                wait.div_ceil(60)
-            )),
+            Some(&throttled_text(wait)),
         );
     }
     let confirmed = {
@@ -757,6 +836,7 @@ async fn enroll_confirm(
     };
     match confirmed {
         Ok(()) => {
+            app.addresses.forgive(&client_key(client));
             log_line(
                 &app,
                 Level::Info,
@@ -781,7 +861,6 @@ async fn enroll_confirm(
             }
         }
         Err(EnrollError::WrongCode | EnrollError::ReplayedCode) => {
-            app.throttle.failed(client);
             log_line(
                 &app,
                 Level::Notice,
@@ -1434,17 +1513,35 @@ async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "Not found\n").into_response()
 }
 
-/// The headers every answer carries: a CSP that allows only our own script and style, no
-/// framing, no sniffing, no referrer, and no caching of pages that hold tokens or codes.
-async fn security_headers(mut response: Response) -> Response {
+/// Refuses the pages that hold a CSRF token or backup codes to anything but the browser's own
+/// navigation. twofold-web shares its origin with the wiki, so a script on a wiki page (an
+/// admin's site script, a stored XSS) could otherwise `fetch()` the settings page, read its
+/// token, and make itself new backup codes or add its own key. Browsers mark their requests
+/// (`Sec-Fetch-Mode`); a script cannot make a fetch look like a navigation. Framing is refused by
+/// the CSP, and a window the script opens is cut off from it (`Cross-Origin-Opener-Policy`).
+async fn pages_only_by_navigation(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    let exempt = path == "/twofold/auth" || path.starts_with("/twofold/static/");
+    let mode = request
+        .headers()
+        .get("sec-fetch-mode")
+        .and_then(|v| v.to_str().ok());
+    let scripted = matches!(mode, Some(mode) if mode != "navigate");
+    if request.method() == axum::http::Method::GET && !exempt && scripted {
+        return (StatusCode::FORBIDDEN, "Open this page in the browser.\n").into_response();
+    }
+    next.run(request).await
+}
+
+/// The headers every answer carries: a CSP that allows only our own script and style (and form
+/// posts that end in a redirect to an allowed domain), no framing, no sniffing, no referrer, and
+/// no caching of pages that hold tokens or codes.
+async fn security_headers(State(app): Shared, mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
+    headers.insert(header::CONTENT_SECURITY_POLICY, app.csp.clone());
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -1613,6 +1710,13 @@ fn user_handle(app: &App, user: &UserName) -> Vec<u8> {
     hash.update([0]);
     hash.update(user.as_str().as_bytes());
     hash.finalize().to_vec()
+}
+
+fn throttled_text(wait: u64) -> String {
+    format!(
+        "Too many failed attempts. Try again in {} minutes.",
+        wait.div_ceil(60)
+    )
 }
 
 fn key_change_text(e: &KeyChangeError) -> String {

@@ -202,7 +202,9 @@ impl Sessions {
     fn expired(&self, session: &Session, now: Instant) -> bool {
         let idle = match session.stage {
             // A login form left open, or a half-done login, does not hold a place for long.
-            Stage::Anonymous | Stage::Password { .. } => self.idle.min(UNFINISHED_IDLE),
+            Stage::Anonymous | Stage::Password { .. } | Stage::Enrolling { .. } => {
+                self.idle.min(UNFINISHED_IDLE)
+            }
             _ => self.idle,
         };
         now.duration_since(session.last_seen) > idle
