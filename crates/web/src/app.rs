@@ -1,4 +1,4 @@
-//! What every request shares: the configs, the sessions, the pending WebAuthn challenges, the
+//! What every request shares: the configs, the sessions (with their WebAuthn challenges), the
 //! per-address throttle, and the way to twofoldd. Every call to the daemon blocks (a unix
 //! socket, PAM's delay after a wrong password), so handlers make them on tokio's blocking pool.
 
@@ -21,7 +21,7 @@ use twofold_proto::{Request, Response, Secret};
 
 use crate::config::WebConfig;
 use crate::session::Sessions;
-use crate::webauthn::{ChallengeBook, RelyingParty};
+use crate::webauthn::RelyingParty;
 
 /// The shared state of the server.
 pub struct App {
@@ -29,7 +29,6 @@ pub struct App {
     pub web: WebConfig,
     pub rp: RelyingParty,
     pub sessions: Sessions,
-    pub challenges: Mutex<ChallengeBook>,
     /// Failures per client address (its /64 for IPv6).
     pub addresses: Throttle<IpAddr>,
     /// Failed passwords per user name (the second factor's throttle is the store's).
@@ -53,7 +52,6 @@ impl App {
         App {
             store: DaemonStore::new(&config),
             sessions: Sessions::new(web.session_idle, web.session_lifetime),
-            challenges: Mutex::new(ChallengeBook::new(MAX_CHALLENGES, CHALLENGE_LIFETIME_SECS)),
             addresses: Throttle::new(MAX_ADDRESS_FAILURES),
             passwords: Throttle::new(MAX_PASSWORD_FAILURES_PER_USER),
             password_checks: tokio::sync::Semaphore::new(MAX_PASSWORD_CHECKS),
@@ -229,9 +227,8 @@ const MAX_KEYS: usize = 100_000;
 /// Password checks in flight at once: each may hold a twofoldd connection for PAM's delay after
 /// a wrong password (2 s), and the daemon has to keep room for SSH and sudo.
 const MAX_PASSWORD_CHECKS: usize = 16;
-/// Challenges pending at once, and how long one lives (a little past the browser's timeout).
-const MAX_CHALLENGES: usize = 10_000;
-const CHALLENGE_LIFETIME_SECS: u64 = 120;
+/// How long a WebAuthn challenge lives (a little past the browser's timeout).
+pub const CHALLENGE_LIFETIME_SECS: u64 = 120;
 /// How long the browser waits for a touch.
 pub const TOUCH_TIMEOUT_MS: u32 = 60_000;
 

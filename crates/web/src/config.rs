@@ -127,7 +127,14 @@ impl WebConfig {
                 .collect(),
             session_idle: Duration::from_secs(raw.session_idle_secs),
             session_lifetime: Duration::from_secs(raw.session_lifetime_secs),
-            cookie_name: raw.cookie_name,
+            // A Secure cookie for this host alone carries the `__Host-` prefix: browsers then
+            // refuse the same name set by a sibling subdomain or over plain http.
+            cookie_name: match (raw.cookie_secure, &cookie_domain) {
+                (true, None) if !raw.cookie_name.starts_with("__Host-") => {
+                    format!("__Host-{}", raw.cookie_name)
+                }
+                _ => raw.cookie_name,
+            },
             cookie_domain,
             cookie_secure: raw.cookie_secure,
             trusted_proxies: raw
@@ -317,6 +324,11 @@ mod tests {
         assert_eq!(config.session_lifetime, Duration::from_secs(43200));
         assert!(config.cookie_secure);
         assert!(config.enroll_on_login);
+        assert_eq!(config.cookie_name, "__Host-twofold_session");
+        let shared = parse("[web]\ncookie_domain = \"example.org\"\n").unwrap();
+        assert_eq!(shared.cookie_name, "twofold_session");
+        let plain = parse("[web]\ncookie_secure = false\n").unwrap();
+        assert_eq!(plain.cookie_name, "twofold_session");
     }
 
     #[test]

@@ -36,7 +36,9 @@ use twofold_core::user::UserName;
 use twofold_host::syslog::Level;
 use twofold_host::SystemClock;
 
-use crate::app::{client_key, user_name, App, PasswordCheck, TOUCH_TIMEOUT_MS};
+use crate::app::{
+    client_key, user_name, App, PasswordCheck, CHALLENGE_LIFETIME_SECS, TOUCH_TIMEOUT_MS,
+};
 use crate::pages::{self, KeyRow};
 use crate::redirect;
 use crate::session::{Session, Stage};
@@ -563,7 +565,7 @@ async fn second_code(
 }
 
 async fn key_sign_in_options(State(app): Shared, headers: HeaderMap) -> Response {
-    let Some((_, session)) = current_json(&app, &headers) else {
+    let Some((id, session)) = current_json(&app, &headers) else {
         return json_error(StatusCode::FORBIDDEN, EXPIRED);
     };
     let Stage::Password { user } = session.stage.clone() else {
@@ -595,7 +597,7 @@ async fn key_sign_in_options(State(app): Shared, headers: HeaderMap) -> Response
             "No security key is registered for this site.",
         );
     }
-    let issued = app.challenges_issue(Purpose::Authenticate, user);
+    let issued = app.challenges_issue(&id, Purpose::Authenticate, user);
     match issued {
         Ok(challenge) => axum::Json(webauthn::request_options(
             &app.rp,
@@ -653,7 +655,7 @@ async fn key_sign_in(
         Ok(response) => response,
         Err(e) => return refused(&e.to_string()),
     };
-    let pending = match app.challenges_take(response.challenge()) {
+    let pending = match app.challenges_take(&id, response.challenge()) {
         Ok(pending) => pending,
         Err(e) => return refused(&e.to_string()),
     };
@@ -852,7 +854,7 @@ async fn enroll_confirm(
                     user,
                     factor: Factor::Totp,
                 };
-                s.new_codes = Some(Arc::new(codes));
+                s.show_codes(codes);
             }) {
                 Some(new_id) => {
                     with_cookie(&app, &new_id, see_other(&format!("{PREFIX}/enroll/codes")))
@@ -914,7 +916,7 @@ async fn codes_page(State(app): Shared, headers: HeaderMap) -> Response {
     let Some((_, session)) = signed_in(&app, &headers) else {
         return to_login();
     };
-    let Some(codes) = &session.new_codes else {
+    let Some(codes) = session.shown_codes() else {
         return see_other(&format!("{PREFIX}/settings"));
     };
     let shown: Vec<String> = codes
@@ -932,7 +934,7 @@ async fn codes_download(State(app): Shared, headers: HeaderMap) -> Response {
     let Some((_, session)) = signed_in(&app, &headers) else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
-    let (Some(codes), Some(user)) = (&session.new_codes, session.stage.user()) else {
+    let (Some(codes), Some(user)) = (session.shown_codes(), session.stage.user()) else {
         return (StatusCode::GONE, "These codes are no longer shown.\n").into_response();
     };
     let shown: Vec<String> = codes
@@ -973,6 +975,7 @@ async fn codes_done(
     let new_enrollment = session_is_new_enrollment(&session);
     app.sessions.with(&id, |s| {
         s.new_codes = None;
+        s.codes_until = None;
         s.regenerated = false;
     });
     // After the first login's codes comes the key offer; after new codes, the settings.
@@ -1013,7 +1016,7 @@ struct KeyNameBody {
 }
 
 async fn key_add_options(State(app): Shared, headers: HeaderMap, body: Bytes) -> Response {
-    let Some((_, session)) = signed_in_json(&app, &headers) else {
+    let Some((id, session)) = signed_in_json(&app, &headers) else {
         return json_error(StatusCode::FORBIDDEN, EXPIRED);
     };
     let Some(user) = session.stage.user().cloned() else {
@@ -1055,6 +1058,7 @@ async fn key_add_options(State(app): Shared, headers: HeaderMap, body: Bytes) ->
     let user_verification =
         app.config.fido2.user_verification == twofold_core::config::UserVerification::Required;
     let issued = app.challenges_issue(
+        &id,
         Purpose::Register {
             name,
             user_verification,
@@ -1086,7 +1090,7 @@ async fn key_add(
     body: Bytes,
 ) -> Response {
     let client = client_address(&app, peer, &headers);
-    let Some((_, session)) = signed_in_json(&app, &headers) else {
+    let Some((id, session)) = signed_in_json(&app, &headers) else {
         return json_error(StatusCode::FORBIDDEN, EXPIRED);
     };
     let Some(user) = session.stage.user().cloned() else {
@@ -1111,7 +1115,7 @@ async fn key_add(
         Ok(response) => response,
         Err(e) => return refused(&e.to_string()),
     };
-    let pending = match app.challenges_take(response.challenge()) {
+    let pending = match app.challenges_take(&id, response.challenge()) {
         Ok(pending) => pending,
         Err(e) => return refused(&e.to_string()),
     };
@@ -1438,7 +1442,7 @@ async fn codes_regenerate(
                 None,
             );
             app.sessions.with(&id, |s| {
-                s.new_codes = Some(Arc::new(codes));
+                s.show_codes(codes);
                 s.regenerated = true;
             });
             see_other(&format!("{PREFIX}/enroll/codes"))
@@ -1586,27 +1590,46 @@ impl std::ops::Deref for Hidden {
 }
 
 impl App {
+    /// A fresh challenge for the session `id`, replacing any it had: one pending ceremony per
+    /// session, so that nobody can crowd out other users' challenges.
     fn challenges_issue(
         &self,
+        id: &str,
         purpose: Purpose,
         user: UserName,
     ) -> Result<webauthn::Challenge, webauthn::WebAuthnError> {
-        let now = self.now();
-        self.challenges
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .issue(purpose, user, now)
+        let challenge = webauthn::Challenge::random()?;
+        let pending = webauthn::Pending {
+            challenge: challenge.clone(),
+            purpose,
+            user,
+            expires: self.now().saturating_add(CHALLENGE_LIFETIME_SECS),
+        };
+        self.sessions
+            .with(id, |s| s.challenge = Some(pending))
+            .ok_or(webauthn::WebAuthnError::ChallengeUnknown)?;
+        Ok(challenge)
     }
 
+    /// Takes the session's pending challenge (so that it answers once), if it is the one the
+    /// browser signed and it has not expired.
     fn challenges_take(
         &self,
+        id: &str,
         challenge: &webauthn::Challenge,
     ) -> Result<webauthn::Pending, webauthn::WebAuthnError> {
-        let now = self.now();
-        self.challenges
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take(challenge, now)
+        let pending = self
+            .sessions
+            .with(id, |s| s.challenge.take())
+            .flatten()
+            .ok_or(webauthn::WebAuthnError::ChallengeUnknown)?;
+        if pending.challenge != *challenge {
+            return Err(webauthn::WebAuthnError::ChallengeUnknown);
+        }
+        if self.now() >= pending.expires {
+            return Err(webauthn::WebAuthnError::ChallengeExpired);
+        }
+        Ok(pending)
     }
 }
 

@@ -56,6 +56,10 @@ pub struct Session {
     pub new_codes: Option<Arc<Vec<Zeroizing<String>>>>,
     /// The account's full name (GECOS), found at the password, for `Remote-Name`.
     pub full_name: Option<String>,
+    /// The WebAuthn ceremony under way, if any: single use.
+    pub challenge: Option<crate::webauthn::Pending>,
+    /// When the new codes stop being shown.
+    pub codes_until: Option<Instant>,
     /// What the user has, found at the password: (security keys for this site, a code).
     pub factors: (bool, bool),
     /// The new codes were made from the settings (not at the first login).
@@ -65,6 +69,20 @@ pub struct Session {
 }
 
 impl Session {
+    /// Keeps new backup codes to show (and download) for a short while.
+    pub fn show_codes(&mut self, codes: Vec<Zeroizing<String>>) {
+        self.new_codes = Some(Arc::new(codes));
+        self.codes_until = Some(Instant::now() + CODES_SHOWN_FOR);
+    }
+
+    /// The new backup codes, while they are still shown.
+    pub fn shown_codes(&self) -> Option<&Arc<Vec<Zeroizing<String>>>> {
+        match self.codes_until {
+            Some(until) if Instant::now() < until => self.new_codes.as_ref(),
+            _ => None,
+        }
+    }
+
     /// Whether `token` is this session's CSRF token (in constant time).
     pub fn csrf_matches(&self, token: &str) -> bool {
         bool::from(self.csrf.as_bytes().ct_eq(token.as_bytes()))
@@ -97,6 +115,8 @@ impl Sessions {
             redirect,
             new_codes: None,
             full_name: None,
+            challenge: None,
+            codes_until: None,
             factors: (false, true),
             regenerated: false,
             created: now,
@@ -225,6 +245,8 @@ pub fn random_token() -> Option<String> {
     Some(Base64UrlUnpadded::encode_string(&bytes))
 }
 
+/// How long new backup codes stay on their page (and downloadable) if the user does not move on.
+const CODES_SHOWN_FOR: Duration = Duration::from_secs(10 * 60);
 /// How long a login form or a half-done login may sit unused.
 const UNFINISHED_IDLE: Duration = Duration::from_secs(10 * 60);
 /// Sessions held at most; beyond, the oldest anonymous ones go, then new ones are refused.
