@@ -49,18 +49,19 @@ pub mod contract {
         }
     }
 
-    /// `twofold-web --config <web.toml>`, in the foreground, logging to stderr.
-    pub fn web_args(web_toml: &Path) -> Vec<std::ffi::OsString> {
-        vec!["--config".into(), web_toml.as_os_str().into()]
+    /// `twofold-web --config <config.toml>`, in the foreground, logging to stderr. The config
+    /// is the host's config.toml with `daemon_socket` and the `[web]` section (`WEB_SECTION`);
+    /// twofold-web reads a copy of it (root's, mode 0644), twofoldd the original.
+    pub fn web_args(config: &Path) -> Vec<std::ffi::OsString> {
+        vec!["--config".into(), config.as_os_str().into()]
     }
 
     /// twofold-web runs as twofoldd's `web_user` (a fresh account), as in production. It must
-    /// be able to read the web config (mode 0644) and connect to the daemon's socket.
+    /// be able to read its config and connect to the daemon's socket.
     pub const WEB_RUNS_AS_ITS_OWN_USER: bool = true;
 
-    /// The web config. Placeholders: {web_port}, {nginx_port}, {socket} (twofoldd's), {config}
-    /// (the host's config.toml, root's, mode 0600), {web_user}, {pam_service}.
-    pub const WEB_TOML: &str = r#"[web]
+    /// The `[web]` section. Placeholders: {web_port}, {nginx_port}.
+    pub const WEB_SECTION: &str = r#"[web]
 listen = "127.0.0.1:{web_port}"
 origin = "http://localhost:{nginx_port}"
 rp_id = "localhost"
@@ -68,18 +69,18 @@ allowed_redirect_domains = ["localhost"]
 cookie_secure = false
 trusted_proxies = ["127.0.0.1"]
 enroll_on_login = true
-daemon_socket = "{socket}"
 "#;
 
-    /// twofoldd.toml: the web server's account, and the PAM service passwords are checked with.
-    pub const DAEMON_TOML: &str = "web_user = \"{web_user}\"\npam_service = \"{pam_service}\"\n";
+    /// twofoldd.toml: the web server's account, and the PAM service passwords are checked
+    /// with. Placeholders: {web_user}, {pam_service}.
+    pub const DAEMON_TOML: &str =
+        "web_user = \"{web_user}\"\npassword_service = \"{pam_service}\"\n";
 
-    /// The PAM service (a fresh /etc/pam.d/twofold-web-test-* file) for the password.
-    pub const PAM_SERVICE_LINES: &str = "auth required pam_unix.so\naccount required pam_unix.so\n";
+    /// The PAM stack for the password, as packaged; the test installs a copy as a fresh
+    /// /etc/pam.d/twofold-web-test-* service.
+    pub const PAM_STACK: &str = "../conf/pam.d/twofold-web";
 
-    /// More of the host's config.toml, after its `records` line.
-    pub const HOST_CONFIG_EXTRA: &str = "[backup_codes]\ncount = 10\n";
-    /// How many backup codes an enrollment shows (as HOST_CONFIG_EXTRA says).
+    /// How many backup codes an enrollment shows (the default `[backup_codes] count`).
     pub const BACKUP_CODES: usize = 10;
 
     // The pages, under the prefix /twofold/ that nginx sends to twofold-web.
@@ -102,6 +103,8 @@ daemon_socket = "{socket}"
     pub const QR_SVG: &str = "#qr svg";
     pub const QR: &str = "#qr";
     pub const SECRET: &str = "#secret";
+    /// What a user clicks to see the key as text, if it is hidden at first.
+    pub const SECRET_DISCLOSURE: &str = "details:has(#secret) > summary";
     pub const CODE: &str = "#code";
     pub const ENABLE: &str = "#enable";
     pub const ENABLE_TEXT: &str = "Enable two-factor authentication";
@@ -132,6 +135,9 @@ daemon_socket = "{socket}"
 
 use contract as c;
 
+/// authenticatorData flags: user present, user verified.
+const UP: u64 = 0x01;
+const UV: u64 = 0x04;
 /// How long a page may take to appear after a click (a password check waits for PAM).
 const PAGE: Duration = Duration::from_secs(20);
 /// The wiki page the flows start from.
@@ -193,8 +199,16 @@ fn a_new_user_enrolls_adds_a_key_and_signs_in_with_the_key_a_code_and_a_backup_c
     let enable = browser.session.find(c::ENABLE);
     let enable_text = browser.text_or_value(&enable);
     assert!(enable_text.contains(c::ENABLE_TEXT), "{enable_text:?}");
-    let secret = base32_text(&browser.session.text(&browser.session.find(c::SECRET)));
     screens.take(&browser.session, "enroll");
+    // The key as text may sit behind a disclosure ("Can't scan it?"): open it as a user would.
+    let mut secret = base32_text(&browser.session.text(&browser.session.find(c::SECRET)));
+    if secret.is_empty() {
+        let summary = browser.session.find(c::SECRET_DISCLOSURE);
+        browser.session.click(&summary);
+        secret = base32_text(&browser.session.text(&browser.session.find(c::SECRET)));
+        screens.take(&browser.session, "enroll-key-shown");
+    }
+    assert!(secret.len() >= 16, "no key shown as text: {secret:?}");
     // The QR code holds the same key, read by an independent decoder.
     let qr_png = screens.dir().join("qr.png");
     browser
@@ -242,19 +256,29 @@ fn a_new_user_enrolls_adds_a_key_and_signs_in_with_the_key_a_code_and_a_backup_c
         .attribute(&download, "href")
         .unwrap_or_default();
     assert!(href.ends_with(c::ENROLL_CODES_TXT), "{href}");
-    let file = browser.fetch(&href);
-    assert_eq!(file["status"], 200, "{file}");
-    let content_type = file["type"].as_str().unwrap_or_default();
-    assert!(content_type.starts_with("text/plain"), "{file}");
-    let disposition = file["disposition"].as_str().unwrap_or_default();
-    assert!(disposition.starts_with("attachment"), "{file}");
-    let text = file["text"].as_str().unwrap_or_default();
+    // The button saves a text file holding the same codes.
+    let downloads = common::TempDir::new("downloads");
+    browser.session.allow_downloads(downloads.path());
+    browser.session.click(&download);
+    let text = downloaded(downloads.path());
     for code in &backup_codes {
         assert!(
             text.contains(code.as_str()),
             "{code} is not in the file: {text}"
         );
     }
+    // As a text file, to be saved, not shown.
+    let file = http::get(
+        stack.nginx.port,
+        c::ENROLL_CODES_TXT,
+        &[("Cookie", &browser.session.cookie_header())],
+    );
+    assert_eq!(file.status, 200, "{file:?}");
+    let content_type = file.header("content-type").unwrap_or_default();
+    assert!(content_type.starts_with("text/plain"), "{file:?}");
+    let disposition = file.header("content-disposition").unwrap_or_default();
+    assert!(disposition.starts_with("attachment"), "{file:?}");
+    assert_eq!(file.text(), text);
     browser.session.click(&browser.session.find(c::CONTINUE));
 
     // A security key, added with the browser's virtual authenticator; then back to the wiki.
@@ -357,18 +381,23 @@ fn a_new_user_enrolls_adds_a_key_and_signs_in_with_the_key_a_code_and_a_backup_c
     assert!(browser.session.try_find("#remote-user").is_none());
 
     // What the browser's key made verifies with Python's fido2 as well.
-    let report = web::fido2_verify("localhost", &stack.origin(), &registration, &[assertion]);
-    let up_uv = 0x01 | 0x04;
-    assert_eq!(
-        report["registration"]["flags"].as_u64().unwrap_or(0) & up_uv,
-        up_uv,
-        "{report}"
+    let report = web::fido2_verify(
+        "localhost",
+        &stack.origin(),
+        &registration,
+        std::slice::from_ref(&assertion),
     );
-    assert_eq!(
-        report["assertions"][0]["flags"].as_u64().unwrap_or(0) & up_uv,
-        up_uv,
-        "{report}"
-    );
+    // User presence always; user verification where the page asked for it.
+    for (made, asked) in [
+        (&report["registration"], &registration),
+        (&report["assertions"][0], &assertion),
+    ] {
+        let flags = made["flags"].as_u64().unwrap_or(0);
+        assert_eq!(flags & UP, UP, "{report}");
+        if asked["userVerification"] == "required" {
+            assert_eq!(flags & UV, UV, "{report}");
+        }
+    }
     assert!(
         report["assertions"][0]["sign_count"].as_u64()
             > report["registration"]["sign_count"].as_u64(),
@@ -541,6 +570,10 @@ fn open_redirect_attempts_end_on_a_local_page() {
     browser.expect_wiki(&stack, "the wiki at the allowed rd");
     assert_eq!(browser.session.current_url(), allowed);
     assert!(stack.evil.seen().is_empty(), "{:?}", stack.evil.seen());
+    // The check above can see a visit: evil.example does reach its stand-in.
+    browser.session.goto("http://evil.example/");
+    browser.expect("#remote-user", "evil.example's stand-in");
+    assert!(!stack.evil.seen().is_empty());
 }
 
 #[test]
@@ -760,19 +793,6 @@ impl<'d> Browser<'d> {
         }
     }
 
-    /// Fetches `url` from the page (with its cookies): status, type, disposition and text.
-    fn fetch(&self, url: &str) -> Json {
-        self.session.execute_async(
-            "const [url, done] = arguments;
-             fetch(url, { credentials: 'same-origin' })
-               .then(r => r.text().then(text => done({ status: r.status,
-                 type: r.headers.get('content-type'),
-                 disposition: r.headers.get('content-disposition'), text })))
-               .catch(e => done({ error: String(e) }));",
-            json!([url]),
-        )
-    }
-
     /// The `n`th credential call of `kind` ("create" or "get") the pages made, as fido2_check
     /// takes it; checks the page posted that credential.
     #[track_caller]
@@ -790,7 +810,11 @@ impl<'d> Browser<'d> {
             e["kind"] == "post" && e["body"].as_str().is_some_and(|body| body.contains(id))
         });
         assert!(posted, "no post carried credential {id}: {captured:?}");
-        json!({ "challenge": call["challenge"], "credential": credential })
+        json!({
+            "challenge": call["challenge"],
+            "credential": credential,
+            "userVerification": call["userVerification"],
+        })
     }
 
     /// Waits until the browser leaves `from` (if given) and its redirects settle; the URL.
@@ -802,6 +826,30 @@ impl<'d> Browser<'d> {
         }
         std::thread::sleep(Duration::from_millis(700));
         self.session.current_url()
+    }
+}
+
+/// The one file the browser saved into `dir`, once complete (waits up to `PAGE`).
+fn downloaded(dir: &std::path::Path) -> String {
+    let deadline = std::time::Instant::now() + PAGE;
+    loop {
+        let files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        let complete = |p: &std::path::PathBuf| p.extension().is_none_or(|e| e != "crdownload");
+        if let [file] = files.as_slice() {
+            if complete(file) {
+                return std::fs::read_to_string(file).unwrap();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no download in {}: {files:?}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

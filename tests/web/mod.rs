@@ -135,12 +135,12 @@ impl Stack {
         let run = TempDir::new("web-run");
         fs::set_permissions(run.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let pam_service = format!("twofold-web-test-{}", unique("s"));
-        write_public(
-            &Path::new("/etc/pam.d").join(&pam_service),
-            contract::PAM_SERVICE_LINES,
-        );
+        let stack_path = Path::new(env!("CARGO_MANIFEST_DIR")).join(contract::PAM_STACK);
+        let pam_stack = fs::read_to_string(&stack_path)
+            .unwrap_or_else(|e| panic!("{}: {e}", stack_path.display()));
+        write_public(&Path::new("/etc/pam.d").join(&pam_service), &pam_stack);
 
-        let host = Host::new(contract::HOST_CONFIG_EXTRA);
+        let host = Host::new("");
         let socket = run.path().join("twofoldd.sock");
         let wiki = StubWiki::start();
         let evil = StubWiki::start();
@@ -150,14 +150,21 @@ impl Stack {
             template
                 .replace("{web_port}", &web_port.to_string())
                 .replace("{nginx_port}", &nginx.port.to_string())
-                .replace("{socket}", &socket.display().to_string())
                 .replace("{web_user}", &web_user.name)
                 .replace("{pam_service}", &pam_service)
-                .replace("{config}", &host.config.display().to_string())
         };
         let daemon_toml = host.dir.write("twofoldd.toml", fill(contract::DAEMON_TOML));
-        let web_toml = run.path().join("web.toml");
-        write_public(&web_toml, &fill(contract::WEB_TOML));
+        // One config for both: the daemon reads the host's (root's, 0600), twofold-web a copy
+        // it may read. Top-level keys come before the [web] table.
+        let base = fs::read_to_string(&host.config).unwrap();
+        let config = format!(
+            "{base}daemon_socket = \"{}\"\n{}",
+            socket.display(),
+            fill(contract::WEB_SECTION)
+        );
+        host.write_config(&config);
+        let web_config = run.path().join("config.toml");
+        write_public(&web_config, &config);
 
         let mut stack = Stack {
             user,
@@ -180,7 +187,7 @@ impl Stack {
             &daemon_toml,
             &stack.socket,
         ));
-        stack.web = Some(stack.start_web(&web_toml));
+        stack.web = Some(stack.start_web(&web_config));
         stack
     }
 
@@ -212,11 +219,11 @@ impl Stack {
         fs::read_to_string(self.run.path().join("twofold-web.log")).unwrap_or_default()
     }
 
-    fn start_web(&self, web_toml: &Path) -> Child {
+    fn start_web(&self, config: &Path) -> Child {
         let log = File::create(self.run.path().join("twofold-web.log")).unwrap();
         let mut command = Command::new(contract::web_binary());
         command
-            .args(contract::web_args(web_toml))
+            .args(contract::web_args(config))
             .current_dir("/")
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())

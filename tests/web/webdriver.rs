@@ -411,6 +411,21 @@ impl Session<'_> {
         save_png(path, &shot);
     }
 
+    /// Saves downloads (a link's click) into `dir`, without asking.
+    pub fn allow_downloads(&self, dir: &Path) {
+        let params = json!({ "behavior": "allow", "downloadPath": dir.display().to_string() });
+        if self
+            .try_call(
+                "POST",
+                "goog/cdp/execute",
+                Some(json!({ "cmd": "Browser.setDownloadBehavior", "params": params.clone() })),
+            )
+            .is_err()
+        {
+            self.cdp("Page.setDownloadBehavior", params);
+        }
+    }
+
     /// Runs `source` in every document this session opens from now on, before the page's own
     /// scripts (Chrome DevTools' Page.addScriptToEvaluateOnNewDocument).
     pub fn on_every_document(&self, source: &str) {
