@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Builds the Debian package: copies the source tree (packaging/source-tarball.sh) to a temporary
+# Builds the Debian packages: copies the source tree (packaging/source-tarball.sh) to a temporary
 # directory, puts packaging/debian/ at its top, and runs dpkg-buildpackage there, so the
 # checkout never gets a debian/ directory or build output of its own.
 #
-# Output: the .deb, .changes and .buildinfo in $OUT_DIR (default target/packages/); the last
-# line printed is the path of the .deb. CARGO_HOME (default ~/.cargo) is passed through so that
-# the registry cache is reused; set CARGO_TARGET_DIR to keep compiled dependencies between runs.
+# Output: the two .debs (twofold, twofold-web), the .changes and the .buildinfo in $OUT_DIR
+# (default target/packages/); the last two lines printed are the paths of twofold-web's .deb,
+# then twofold's. CARGO_HOME (default ~/.cargo) is passed through so that the registry cache is
+# reused; set CARGO_TARGET_DIR to keep compiled dependencies between runs.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,8 +40,10 @@ export CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}
 mkdir -p "$out"
 arch=$(dpkg-architecture -qDEB_HOST_ARCH)
 base=twofold_${deb_version}_$arch
-for file in "$base.deb" "$base.changes" "$base.buildinfo"; do
+web=twofold-web_${deb_version}_$arch.deb
+for file in "$base.deb" "$web" "$base.changes" "$base.buildinfo"; do
   [ -f "$work/$file" ] || fail "dpkg-buildpackage did not produce $file"
   cp "$work/$file" "$out/"
 done
+echo "$out/$web"
 echo "$out/$base.deb"

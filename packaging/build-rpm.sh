@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Builds the RPM with rpmbuild -bb from a tarball of the source tree (packaging/source-tarball.sh),
+# Builds the RPMs with rpmbuild -bb from a tarball of the source tree (packaging/source-tarball.sh),
 # with its _topdir under target/rpmbuild. Works on Debian's rpm too: --nodeps, because the rpm
 # database there is empty and knows none of the build requirements.
 #
-# Output: the binary rpm in $OUT_DIR (default target/packages/); the last line printed is its
-# path. CARGO_HOME and CARGO_TARGET_DIR are honoured as in build-deb.sh.
+# Output: the binary rpms (twofold, twofold-web) in $OUT_DIR (default target/packages/); the last
+# two lines printed are the paths of twofold-web's rpm, then twofold's. CARGO_HOME and
+# CARGO_TARGET_DIR are honoured as in build-deb.sh.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,8 +36,10 @@ export CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}
 rpmbuild -bb --nodeps --clean --define "_topdir $topdir" "$spec"
 
 shopt -s nullglob
-rpms=("$topdir"/RPMS/*/twofold-"$version"-*.rpm)
-[ ${#rpms[@]} -eq 1 ] || fail "expected one twofold rpm in $topdir/RPMS, found ${#rpms[@]}"
 mkdir -p "$out"
-cp "${rpms[0]}" "$out/"
-echo "$out/$(basename "${rpms[0]}")"
+for name in twofold-web twofold; do
+  rpms=("$topdir"/RPMS/*/"$name-$version"-*.rpm)
+  [ ${#rpms[@]} -eq 1 ] || fail "expected one $name rpm in $topdir/RPMS, found ${#rpms[@]}"
+  cp "${rpms[0]}" "$out/"
+  echo "$out/$(basename "${rpms[0]}")"
+done

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The packaging check, run as root by tests/run.sh after cargo test. It builds the Debian package
-# and lints it; installs it and drives the installed module through real PAM (a real user,
-# pamtester, the example stacks in conf/pam.d, the pam-auth-update profile); checks that removing
-# it is refused while a PAM service still uses the module; purges it and checks that only the
-# user's records remain; then builds the RPM, checks its contents, and checks that rpm -e refuses
-# in the same way (in a scratch root).
+# The packaging check, run as root by tests/run.sh after cargo test. It builds the Debian packages
+# (twofold, twofold-web) and lints them; installs twofold and drives the installed module through
+# real PAM (a real user, pamtester, the example stacks in conf/pam.d, the pam-auth-update
+# profile); installs twofold-web, checks its account, files and unit, starts it as that account
+# with the installed config, and purges it; checks that removing twofold is refused while a PAM
+# service still uses the module; purges it and checks that only the user's records remain; then
+# builds the RPMs, checks their contents, and checks that rpm -e refuses in the same way and that
+# twofold-web's %pre makes its account (in a scratch root).
 #
 # Every problem fails the run with a message, and nothing is skipped. The EXIT trap puts the
-# machine back as it was, whatever happens: user, service files, common-* and /var/lib/pam,
-# the package, and the records directory if this run created it.
+# machine back as it was, whatever happens: users, service files, common-* and /var/lib/pam,
+# the packages, and the records directory if this run created it.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,7 +25,7 @@ step() { printf '\n== packaging/check.sh: %s\n' "$*"; }
 
 [ "$(id -u)" = 0 ] || fail "run as root: it installs the package, creates a user and edits /etc/pam.d"
 for tool in dpkg-buildpackage dh lintian rpmbuild rpm pam-auth-update pamtester oathtool \
-  useradd userdel chpasswd cargo git; do
+  useradd userdel chpasswd cargo git setpriv curl systemd-analyze readelf; do
   command -v "$tool" >/dev/null || fail "$tool is missing (tests/run.sh installs what this needs)"
 done
 
@@ -58,13 +60,25 @@ deb_files=(
   /usr/share/man/man8/twofoldd.8.gz
   /usr/share/pam-configs/twofold
 )
+web_user=twofold-web
+web_deb_files=(
+  /etc/pam.d/twofold-web
+  /lib/systemd/system/twofold-web.service
+  /usr/sbin/twofold-web
+  /usr/share/doc/twofold-web/changelog.Debian.gz
+  /usr/share/doc/twofold-web/copyright
+  /usr/share/doc/twofold-web/examples/twofold-wiki.conf
+  /usr/share/man/man8/twofold-web.8.gz
+)
 
-installed() { dpkg-query -W -f='${Status}' twofold 2>/dev/null | grep -Eq 'installed|config-files'; }
+installed() { dpkg-query -W -f='${Status}' "${1:-twofold}" 2>/dev/null | grep -Eq 'installed|config-files'; }
 
 # The check installs and then purges the package: refuse to run over a twofold that is already
 # there, from a package or from a source install, rather than destroy it.
 installed && fail "the twofold package is installed; this check would purge it (dpkg --purge twofold first)"
-for path in /usr/bin/twofold "$module" /etc/twofold /usr/share/pam-configs/twofold; do
+installed twofold-web && fail "the twofold-web package is installed; this check would purge it (dpkg --purge twofold-web first)"
+for path in /usr/bin/twofold "$module" /etc/twofold /usr/share/pam-configs/twofold /usr/sbin/twofold-web \
+  /etc/pam.d/twofold-web; do
   [ ! -e "$path" ] || fail "$path exists (a source install?); this check would overwrite and remove it"
 done
 if id "$user" >/dev/null 2>&1; then
@@ -75,6 +89,10 @@ if id "$user" >/dev/null 2>&1; then
 fi
 records_existed=false
 [ -d "$records" ] && records_existed=true
+# twofold-web's postinst makes its account, and purging keeps it (as Debian does with system
+# accounts): this run removes it only if it made it.
+web_user_existed=false
+id "$web_user" >/dev/null 2>&1 && web_user_existed=true
 
 work=$(mktemp -d /tmp/twofold-check.XXXXXX)
 mkdir "$work/pam.d" "$work/lib-pam" "$work/review"
@@ -85,6 +103,15 @@ cleanup() {
   local status=$?
   set +e
   rm -f "/etc/pam.d/$svc_login" "/etc/pam.d/$svc_su" "/etc/pam.d/$svc_common" "/etc/pam.d/$svc_needs"*
+  if [ -n "${web_pid:-}" ]; then kill "$web_pid" 2>/dev/null; wait "$web_pid" 2>/dev/null; fi
+  if installed twofold-web; then
+    dpkg --purge twofold-web >"$work/cleanup-purge-web.log" 2>&1 ||
+      { cat "$work/cleanup-purge-web.log" >&2; echo "packaging/check.sh: cleanup: dpkg --purge twofold-web failed" >&2; }
+  fi
+  if [ "$web_user_existed" = false ] && id "$web_user" >/dev/null 2>&1; then
+    userdel "$web_user"
+    if getent group "$web_user" >/dev/null; then groupdel "$web_user"; fi
+  fi
   if installed; then
     # Forced: a failed step may have left a line that uses the module; it is restored below.
     TWOFOLD_FORCE_REMOVE=1 dpkg --purge twofold >"$work/cleanup-purge.log" 2>&1 ||
@@ -125,11 +152,15 @@ logged() {
 }
 
 # ---------------------------------------------------------------------------------------------
-step "building the Debian package (release build)"
+step "building the Debian packages (release build)"
 logged build-deb bash packaging/build-deb.sh
 deb=$(tail -n 1 "$work/build-deb.log")
+web_deb=$(tail -n 2 "$work/build-deb.log" | head -n 1)
 [ -f "$deb" ] || fail "build-deb.sh did not name a .deb (last line: $deb)"
+[ -f "$web_deb" ] && [ "$(dpkg-deb -f "$web_deb" Package)" = twofold-web ] ||
+  fail "build-deb.sh did not name twofold-web's .deb before twofold's (line: $web_deb)"
 echo "$deb"
+echo "$web_deb"
 
 # The removal checks need a machine where no PAM service uses the module yet: the prerm would
 # refuse every removal, for a reason outside this check. The built twofold answers, by the rule
@@ -165,6 +196,14 @@ mode_owner() { stat -c '%a %U:%G' "$1"; }
 [ "$(mode_owner "$module")" = "644 root:root" ] || fail "$module is $(mode_owner "$module")"
 # The packaged module has no test-only device path (the software security key's socket).
 if grep -q TWOFOLD_TEST_FIDO_SOCKET "$module"; then fail "$module contains the test-only key socket"; fi
+# tests/guards.sh checks a module built alone; this one was built in one cargo run with the
+# daemon and the web (features are unified across a run), so check what ships as well.
+needed=$(readelf -d "$module" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | grep -v '^ld-linux' | sort | tr '\n' ' ')
+[ "$needed" = "libc.so.6 libpam.so.0 " ] || fail "$module needs: $needed"
+[ "$(stat -c %s "$module")" -lt $((1536 * 1024)) ] || fail "$module is over the 1.5 MiB budget"
+# The units are installed, not enabled: twofoldd is for central and directory records only.
+enabled=$(find /etc/systemd/system -name 'twofold*' 2>/dev/null)
+[ -z "$enabled" ] || fail "installing enabled units: $enabled"
 cmp -s conf/config.toml /etc/twofold/config.toml || fail "/etc/twofold/config.toml differs from conf/config.toml"
 dpkg-query -W -f='${Conffiles}\n' twofold | grep -q '^ /etc/twofold/config.toml ' ||
   fail "/etc/twofold/config.toml is not a conffile"
@@ -193,6 +232,82 @@ kill "$daemon_pid"; wait "$daemon_pid" 2>/dev/null || true
 grep -q 'store: twofoldd (.*): up, backend files' "$work/daemon-check.log" ||
   fail "twofold check did not find the installed twofoldd up: $(cat "$work/daemon-check.log")"
 echo "twofoldd: up, and twofold check through it: ok"
+
+# ---------------------------------------------------------------------------------------------
+step "twofold-web: its account, files and unit; it starts as that account"
+logged install-web dpkg -i "$web_deb"
+dpkg -L twofold-web | while IFS= read -r path; do [ -d "$path" ] || echo "$path"; done | sort >"$work/web-files"
+printf '%s\n' "${web_deb_files[@]}" | sort >"$work/web-files.expected"
+diff -u "$work/web-files.expected" "$work/web-files" || fail "twofold-web's file list is not the expected one (diff above)"
+[ "$(mode_owner /usr/sbin/twofold-web)" = "755 root:root" ] || fail "/usr/sbin/twofold-web is $(mode_owner /usr/sbin/twofold-web)"
+for pair in conf/pam.d/twofold-web:/etc/pam.d/twofold-web \
+  packaging/systemd/twofold-web.service:/lib/systemd/system/twofold-web.service \
+  conf/nginx/twofold-wiki.conf:/usr/share/doc/twofold-web/examples/twofold-wiki.conf; do
+  cmp -s "${pair%%:*}" "${pair#*:}" || fail "${pair#*:} differs from ${pair%%:*}"
+  [ "$(mode_owner "${pair#*:}")" = "644 root:root" ] || fail "${pair#*:} is $(mode_owner "${pair#*:}")"
+done
+dpkg-query -W -f='${Conffiles}\n' twofold-web | grep -q '^ /etc/pam.d/twofold-web ' ||
+  fail "/etc/pam.d/twofold-web is not a conffile"
+# A system account with no home, no shell and no password, in a group of its own; and the one
+# twofoldd.toml names as web_user by default.
+entry=$(getent passwd "$web_user") || fail "the postinst did not make the account $web_user"
+IFS=: read -r _ _ web_uid web_gid _ web_home web_shell <<<"$entry"
+[ "$web_uid" -lt 1000 ] && [ "$web_home" = /nonexistent ] && [ "$web_shell" = /usr/sbin/nologin ] ||
+  fail "$web_user is not a system account without home and shell: $(getent passwd "$web_user")"
+[ "$(getent group "$web_gid" | cut -d: -f1)" = "$web_user" ] || fail "$web_user's group is not $web_user"
+[ ! -e /nonexistent ] || fail "/nonexistent exists"
+passwd -S "$web_user" | grep -q "^$web_user L " || fail "$web_user has a usable password: $(passwd -S "$web_user")"
+grep -qx "web_user = \"$web_user\"" /etc/twofold/twofoldd.toml || fail "twofoldd.toml's web_user is not $web_user"
+enabled=$(find /etc/systemd/system -name 'twofold*' 2>/dev/null)
+[ -z "$enabled" ] || fail "installing twofold-web enabled units: $enabled"
+logged web-unit-verify systemd-analyze verify /lib/systemd/system/twofold-web.service
+# The hardening stays where it is (about 1, "OK", on systemd 252; 0 to 10, in tenths here).
+logged web-unit-security systemd-analyze security --offline=true --threshold=20 /lib/systemd/system/twofold-web.service
+grep -o 'Overall exposure level.*' "$work/web-unit-security.log"
+# setpriv execs the program: the pid of `"${as_web[@]}" ... &` is twofold-web's own.
+as_web=(setpriv --reuid="$web_user" --regid="$web_user" --clear-groups --no-new-privs)
+logged web-help "${as_web[@]}" /usr/sbin/twofold-web --help
+# As the unit runs it: that account, the installed config (root's, 0644). It listens on the
+# default 127.0.0.1:9090 and answers nginx's question, or, if something else has that port,
+# stops with the cause; anything else (an unreadable or refused config) fails the check.
+"${as_web[@]}" /usr/sbin/twofold-web >"$work/web-run.log" 2>&1 &
+web_pid=$!
+web_answer=
+for _ in $(seq 100); do
+  kill -0 "$web_pid" 2>/dev/null || break
+  web_answer=$(curl -s -m 2 -D - -o /dev/null http://127.0.0.1:9090/twofold/auth || true)
+  [ -z "$web_answer" ] || break
+  sleep 0.05
+done
+sleep 0.2
+if kill -0 "$web_pid" 2>/dev/null; then
+  kill "$web_pid"
+  wait "$web_pid" || fail "twofold-web did not stop cleanly at SIGTERM: $(cat "$work/web-run.log")"
+  grep -q '^HTTP/1.1 401' <<<"$web_answer" && grep -qi '^content-security-policy: ' <<<"$web_answer" ||
+    fail "twofold-web's /twofold/auth without a session did not answer 401 with a CSP: $web_answer"
+  echo "twofold-web as $web_user: listening on 127.0.0.1:9090, /twofold/auth without a session: 401"
+else
+  wait "$web_pid" && fail "twofold-web exited 0 at once: $(cat "$work/web-run.log")"
+  grep -q '^twofold-web: cannot listen on 127.0.0.1:9090: ' "$work/web-run.log" ||
+    fail "twofold-web as $web_user failed with the installed config: $(cat "$work/web-run.log")"
+  echo "twofold-web as $web_user: config read; 127.0.0.1:9090 is taken here: $(cat "$work/web-run.log")"
+fi
+web_pid=
+# A bad [web] key stops it at once, naming the file and the line.
+{ cat /etc/twofold/config.toml; printf 'listn = "127.0.0.1:9090"\n'; } >"$work/web-bad.toml"
+bad_line=$(wc -l <"$work/web-bad.toml")
+if /usr/sbin/twofold-web --config "$work/web-bad.toml" >"$work/web-bad.log" 2>&1; then
+  fail "twofold-web started with an unknown [web] key"
+fi
+grep -q "^twofold-web: $work/web-bad.toml:$bad_line: unknown field \`listn\`" "$work/web-bad.log" ||
+  fail "twofold-web's error for an unknown [web] key does not name the file and line $bad_line: $(cat "$work/web-bad.log")"
+echo "twofold-web, bad [web] key: $(cat "$work/web-bad.log")"
+logged purge-web dpkg --purge twofold-web
+for path in "${web_deb_files[@]}" /usr/share/doc/twofold-web; do
+  [ ! -e "$path" ] || fail "$path is left after purging twofold-web"
+done
+id "$web_user" >/dev/null || fail "purging twofold-web removed its account (files it owned would go to a later uid)"
+echo "twofold-web: purged; its account stays"
 
 # ---------------------------------------------------------------------------------------------
 step "a real user logs in through the installed module"
@@ -422,11 +537,15 @@ done
 echo "purge: only $records/$user.toml, $user.state and the store marker are left, unchanged"
 
 # ---------------------------------------------------------------------------------------------
-step "building the RPM (release build)"
+step "building the RPMs (release build)"
 logged build-rpm bash packaging/build-rpm.sh
 rpm_file=$(tail -n 1 "$work/build-rpm.log")
+web_rpm=$(tail -n 2 "$work/build-rpm.log" | head -n 1)
 [ -f "$rpm_file" ] || fail "build-rpm.sh did not name an rpm (last line: $rpm_file)"
+[ -f "$web_rpm" ] && [ "$(rpm -qp --qf '%{NAME}' "$web_rpm")" = twofold-web ] ||
+  fail "build-rpm.sh did not name twofold-web's rpm before twofold's (line: $web_rpm)"
 rpm -qlvp "$rpm_file" | tee "$work/rpm-files"
+rpm -qlvp "$web_rpm" | tee "$work/rpm-web-files"
 libdir=$(rpm --eval '%{_libdir}')
 has() { awk '{print $NF}' "$work/rpm-files" | grep -qx "$1" || fail "the rpm lacks $1"; }
 has "$libdir/security/pam_twofold.so"
@@ -447,6 +566,22 @@ grep -q '^drwx------ .* root *root .* /var/lib/twofold$' "$work/rpm-files" ||
 # fflags: c = %config, n = noreplace.
 rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$rpm_file" | grep -qx 'cn /etc/twofold/config.toml' ||
   fail "the rpm's config.toml is not %config(noreplace)"
+grep -q '^-rw-r--r-- .* root *root .* /etc/twofold/config.toml$' "$work/rpm-files" ||
+  fail "the rpm's config.toml is not 0644 root:root (twofold-web reads it unprivileged)"
+# twofold-web's rpm: the same contents as its .deb.
+web_has() { awk '{print $NF}' "$work/rpm-web-files" | grep -qx "$1" || fail "the twofold-web rpm lacks $1"; }
+web_has /usr/sbin/twofold-web
+web_has /usr/lib/systemd/system/twofold-web.service
+web_has /etc/pam.d/twofold-web
+web_has '/usr/share/man/man8/twofold-web.8\(\.gz\)\?'
+web_has /usr/share/doc/twofold-web/examples/twofold-wiki.conf
+if awk '{print $NF}' "$work/rpm-files" | grep -q 'twofold-web'; then fail "the twofold rpm holds twofold-web's files"; fi
+[ "$(rpm -qcp "$web_rpm" | tr '\n' ' ')" = "/etc/pam.d/twofold-web " ] ||
+  fail "the twofold-web rpm's config files are not /etc/pam.d/twofold-web alone"
+rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$web_rpm" | grep -qx 'cn /etc/pam.d/twofold-web' ||
+  fail "the twofold-web rpm's /etc/pam.d/twofold-web is not %config(noreplace)"
+rpm -qp --requires "$web_rpm" | grep -qx 'twofold\(([^)]*)\)\? = [^ ]*' ||
+  fail "the twofold-web rpm does not require the twofold of its own build: $(rpm -qp --requires "$web_rpm" | tr '\n' ' ')"
 
 step "rpm -e is refused while a PAM service uses the module (in a scratch root)"
 # rpm --root runs the scriptlets chrooted there: the root gets /bin/sh and the libraries of the
@@ -495,5 +630,34 @@ if grep -q '^twofold:' "$work/rpm-erase.log"; then
 fi
 [ ! -e "$rpm_module" ] || fail "rpm -e left the module"
 echo "rpm -e with only backups and comments naming the module: removed"
+
+step "the twofold-web rpm's %pre makes its account (in the scratch root)"
+# useradd and groupadd, their libraries, the account files and /dev/null (the scriptlet
+# silences getent), as on a real system.
+for tool in getent useradd groupadd; do libraries_of "$(command -v "$tool")"; done
+printf 'root:x:0:0:root:/root:/bin/sh\n' >"$rpm_root/etc/passwd"
+printf 'root:x:0:\n' >"$rpm_root/etc/group"
+printf 'root:*:20000:0:99999:7:::\n' >"$rpm_root/etc/shadow"
+printf 'root:*::\n' >"$rpm_root/etc/gshadow"
+chmod 0600 "$rpm_root/etc/shadow" "$rpm_root/etc/gshadow"
+printf 'passwd: files\ngroup: files\nshadow: files\ngshadow: files\n' >"$rpm_root/etc/nsswitch.conf"
+mkdir -p "$rpm_root/dev"
+[ -e "$rpm_root/dev/null" ] || mknod -m 0666 "$rpm_root/dev/null" c 1 3
+logged rpm-web-install rpm_in_root -i --nodeps "$web_rpm"
+entry=$(grep "^$web_user:" "$rpm_root/etc/passwd") ||
+  fail "the twofold-web rpm's %pre did not make $web_user: $(cat "$work/rpm-web-install.log")"
+IFS=: read -r _ _ web_uid web_gid web_gecos web_home web_shell <<<"$entry"
+[ "$web_uid" -lt 1000 ] && [ "$web_home" = /nonexistent ] && [ "$web_shell" = /usr/sbin/nologin ] &&
+  grep -q "^$web_user:x:$web_gid:" "$rpm_root/etc/group" ||
+  fail "the rpm's $web_user is not a system account without home and shell, in its own group: $entry"
+# Again over an existing account: kept as it is.
+cp "$rpm_root/etc/passwd" "$work/rpm-passwd"
+logged rpm-web-reinstall rpm_in_root -U --nodeps --replacepkgs "$web_rpm"
+cmp -s "$work/rpm-passwd" "$rpm_root/etc/passwd" || fail "reinstalling twofold-web changed the accounts"
+logged rpm-web-help "$rpm_root/usr/sbin/twofold-web" --help
+logged rpm-web-erase rpm_in_root -e twofold-web
+[ ! -e "$rpm_root/usr/sbin/twofold-web" ] && [ ! -e "$rpm_root/etc/pam.d/twofold-web" ] ||
+  fail "rpm -e twofold-web left its files"
+echo "twofold-web rpm: %pre made $web_user ($web_gecos, uid $web_uid), rpm -e removed the files"
 
 step "all packaging checks passed in $((SECONDS - started)) s"
