@@ -134,7 +134,10 @@ impl Web {
         );
         assert_eq!(reply.status, 303, "{}", reply.body);
         let new = reply.cookie().expect("a new session id after the password");
-        assert_ne!(new, cookie, "the session id changes at the password");
+        assert!(
+            new.starts_with("twofold_session="),
+            "a session starts at the password"
+        );
         (new, reply.location())
     }
 
@@ -191,10 +194,17 @@ impl Reply {
         self.header("location").unwrap_or_default().to_string()
     }
 
+    /// The cookie the answer set, as `name=value` for the next request's `Cookie` header.
     fn cookie(&self) -> Option<String> {
         let value = self.header("set-cookie")?;
-        let id = value.strip_prefix("twofold_session=")?.split(';').next()?;
-        (!id.is_empty()).then(|| id.to_string())
+        let pair = value.split(';').next()?;
+        let (name, id) = pair.split_once('=')?;
+        (name.starts_with("twofold_session") && !id.is_empty()).then(|| pair.to_string())
+    }
+
+    /// The value of the hidden form field `name`.
+    fn hidden(&self, name: &str) -> String {
+        attribute_after(&self.body, &format!("name=\"{name}\" value=\"")).unwrap_or_default()
     }
 
     fn csrf(&self) -> String {
@@ -213,7 +223,7 @@ fn send(
     let mut request =
         format!("{method} {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n");
     if let Some(cookie) = cookie {
-        request.push_str(&format!("Cookie: twofold_session={cookie}\r\n"));
+        request.push_str(&format!("Cookie: {cookie}\r\n"));
     }
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
@@ -279,6 +289,14 @@ fn list_items(page: &str, id: &str) -> Vec<String> {
         .filter_map(|s| s.split("</code>").next())
         .map(str::to_string)
         .collect()
+}
+
+fn decode_entities(text: &str) -> String {
+    text.replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
 }
 
 fn url_encode(text: &str) -> String {
@@ -490,11 +508,44 @@ fn every_answer_carries_the_security_headers_and_the_cookie_is_locked_down() {
     needs_root!();
     let web = Web::start("");
     let page = web.get("/twofold/login", None);
-    let cookie = page.header("set-cookie").unwrap();
+    // Before the password only the form's cookie, which is never sent cross-site.
+    let form_cookie = page.header("set-cookie").unwrap();
     assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && cookie.contains("Path=/"),
+        form_cookie.starts_with("twofold_session_login=")
+            && form_cookie.contains("HttpOnly")
+            && form_cookie.contains("SameSite=Strict"),
+        "{form_cookie}"
+    );
+    let (form, csrf) = web.form("/twofold/login");
+    let signed = web.post(
+        "/twofold/login",
+        Some(&form),
+        &[
+            ("csrf", &csrf),
+            ("user", &web.user.name),
+            ("password", &web.user.password),
+        ],
+    );
+    let cookie = signed.header("set-cookie").unwrap();
+    assert!(
+        cookie.starts_with("twofold_session=")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Lax")
+            && cookie.contains("Path=/"),
         "{cookie}"
     );
+    // A form token is worthless with another form cookie.
+    let (other_form, _) = web.form("/twofold/login");
+    let crossed = web.post(
+        "/twofold/login",
+        Some(&other_form),
+        &[
+            ("csrf", &csrf),
+            ("user", &web.user.name),
+            ("password", &web.user.password),
+        ],
+    );
+    assert_eq!(crossed.status, 403);
     for reply in [
         page,
         web.auth(None),
@@ -539,12 +590,14 @@ fn rd_sends_the_user_back_only_to_this_site() {
             true => rd.to_string(),
             false => url_encode(rd),
         };
-        let (cookie, csrf) = web.form(&format!("/twofold/login?rd={query}"));
+        let page = web.get(&format!("/twofold/login?rd={query}"), None);
+        let (cookie, csrf, rd_field) = (page.cookie().unwrap(), page.csrf(), page.hidden("rd"));
         let reply = web.post(
             "/twofold/login",
             Some(&cookie),
             &[
                 ("csrf", &csrf),
+                ("rd", &decode_entities(&rd_field)),
                 ("user", &web.user.name),
                 ("password", &web.user.password),
             ],
@@ -711,7 +764,7 @@ fn a_key_registered_on_the_web_signs_in_once_per_challenge_and_only_from_this_or
     );
     assert_eq!(added.status, 200, "{}", added.body);
     let settings = web.get("/twofold/settings", Some(&cookie));
-    assert!(settings.body.contains("<td>yubi</td>"), "{}", settings.body);
+    assert!(settings.body.contains("<td data-label=\"Name\">yubi</td>"), "{}", settings.body);
     // The name is taken now.
     let taken = web.post_json(
         "/twofold/keys/options",

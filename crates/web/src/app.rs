@@ -8,6 +8,8 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use zeroize::Zeroizing;
+
 use twofold_core::clock::Clock;
 use twofold_core::config::{Config, UserVerification};
 use twofold_core::login::{Console, LoginPolicy};
@@ -38,6 +40,8 @@ pub struct App {
     pub store: DaemonStore,
     /// The Content-Security-Policy of every answer.
     pub csp: axum::http::HeaderValue,
+    /// Binds the login form's token to its cookie (random at each start).
+    login_key: Zeroizing<[u8; 32]>,
 }
 
 /// What the daemon said about a password.
@@ -48,8 +52,12 @@ pub enum PasswordCheck {
 }
 
 impl App {
-    pub fn new(config: Config, web: WebConfig, rp: RelyingParty) -> App {
-        App {
+    /// `None` without randomness for the login form's key.
+    pub fn new(config: Config, web: WebConfig, rp: RelyingParty) -> Option<App> {
+        let mut login_key = Zeroizing::new([0u8; 32]);
+        getrandom::fill(login_key.as_mut()).ok()?;
+        Some(App {
+            login_key,
             store: DaemonStore::new(&config),
             sessions: Sessions::new(web.session_idle, web.session_lifetime),
             addresses: Throttle::new(MAX_ADDRESS_FAILURES),
@@ -59,7 +67,25 @@ impl App {
             config,
             web,
             rp,
-        }
+        })
+    }
+
+    /// The login form's CSRF token for the form cookie `nonce`: a keyed hash, so that no
+    /// session is kept before the password and a token is worthless without its cookie.
+    pub fn login_token(&self, nonce: &str) -> String {
+        use base64ct::{Base64UrlUnpadded, Encoding};
+        use hmac::{KeyInit, Mac};
+        // HMAC takes a key of any length; 32 bytes cannot fail.
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.login_key.as_ref())
+            .expect("HMAC accepts any key length");
+        mac.update(b"twofold-web login form\0");
+        mac.update(nonce.as_bytes());
+        Base64UrlUnpadded::encode_string(&mac.finalize().into_bytes())
+    }
+
+    /// The login form's cookie: the session cookie's name with `_login` after it.
+    pub fn login_cookie_name(&self) -> String {
+        format!("{}_login", self.web.cookie_name)
     }
 
     /// Checks a password through twofoldd (PAM service `twofold-web`).

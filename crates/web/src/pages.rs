@@ -14,11 +14,12 @@ pub struct KeyRow {
 }
 
 /// The password form.
-pub fn login(csrf: &str, error: Option<&str>, user: &str) -> String {
+pub fn login(csrf: &str, error: Option<&str>, user: &str, rd: Option<&str>) -> String {
     let body = format!(
         r#"<h1>Sign in</h1>
 {error}<form id="login-form" method="post" action="{PREFIX}/login">
 <input type="hidden" name="csrf" value="{csrf}">
+<input type="hidden" name="rd" value="{rd}">
 <label for="user">User name</label>
 <input id="user" name="user" autocomplete="username" autocapitalize="none" spellcheck="false" required value="{user}">
 <label for="password">Password</label>
@@ -28,6 +29,7 @@ pub fn login(csrf: &str, error: Option<&str>, user: &str) -> String {
         error = error_block(error),
         csrf = escape(csrf),
         user = escape(user),
+        rd = escape(rd.unwrap_or_default()),
     );
     layout("Sign in", csrf, &body)
 }
@@ -145,7 +147,7 @@ pub fn settings(
         let name = escape(&key.name);
         let _ = write!(
             rows,
-            r#"<tr><td>{name}</td><td>{added}</td><td>{used}</td><td class="actions">
+            r#"<tr><td data-label="Name">{name}</td><td data-label="Added">{added}</td><td data-label="Last used">{used}</td><td class="actions">
 <form method="post" action="{PREFIX}/settings/keys/rename" class="inline"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="name" value="{name}"><input name="new_name" aria-label="New name for {name}" maxlength="32" placeholder="new name" required><button type="submit">Rename</button></form>
 <form method="post" action="{PREFIX}/settings/keys/remove" class="inline"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="name" value="{name}"><button type="submit" class="danger">Remove</button></form></td></tr>"#,
             added = escape(&key.added),
@@ -271,7 +273,13 @@ mod tests {
 
     #[test]
     fn outside_text_is_escaped_everywhere_it_appears() {
-        let page = login("tok\"en", Some("<b>no</b>"), "\"><script>alert(1)</script>");
+        let page = login(
+            "tok\"en",
+            Some("<b>no</b>"),
+            "\"><script>alert(1)</script>",
+            Some("/\"x"),
+        );
+        assert!(page.contains("value=\"/&quot;x\""));
         assert!(!page.contains("<script>alert"));
         assert!(page.contains("&lt;b&gt;no&lt;/b&gt;"));
         assert!(page.contains("value=\"tok&quot;en\""));

@@ -22,6 +22,7 @@ use axum::{Form, Router};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use twofold_core::enroll::{self, EnrollError, Pending};
@@ -155,26 +156,36 @@ async fn login_page(State(app): Shared, headers: HeaderMap, RawQuery(query): Raw
         if redirect.is_some() {
             app.sessions.with(&id, |s| s.redirect.clone_from(&redirect));
         }
-        match session.stage {
-            Stage::SignedIn { .. } => {
-                return see_other(&final_target(&app, redirect.or(session.redirect)))
-            }
-            Stage::Password { .. } => return see_other(&format!("{PREFIX}/login/second")),
-            Stage::Enrolling { .. } => return see_other(&format!("{PREFIX}/enroll")),
-            Stage::Anonymous => return html(pages::login(&session.csrf, None, "")),
-        }
+        return match session.stage {
+            Stage::SignedIn { .. } => see_other(&final_target(&app, redirect.or(session.redirect))),
+            Stage::Password { .. } => see_other(&format!("{PREFIX}/login/second")),
+            Stage::Enrolling { .. } => see_other(&format!("{PREFIX}/enroll")),
+        };
     }
-    let Some(id) = app.sessions.start(Stage::Anonymous, redirect) else {
-        return unavailable_page();
+    // No session before the password: the form's token is bound to a random cookie by a keyed
+    // hash, so that showing the form costs no memory however often it is asked for.
+    let nonce = match login_nonce(&app, &headers) {
+        Some(nonce) => nonce,
+        None => match crate::session::random_token() {
+            Some(nonce) => nonce,
+            None => return unavailable_page(),
+        },
     };
-    let csrf = app.sessions.get(&id).map(|s| s.csrf).unwrap_or_default();
-    with_cookie(&app, &id, html(pages::login(&csrf, None, "")))
+    let page = html(pages::login(
+        &app.login_token(&nonce),
+        None,
+        "",
+        redirect.as_deref(),
+    ));
+    with_login_cookie(&app, &nonce, page)
 }
 
 #[derive(Deserialize)]
 struct PasswordForm {
     #[serde(default)]
     csrf: String,
+    #[serde(default)]
+    rd: String,
     #[serde(default)]
     user: String,
     #[serde(default)]
@@ -188,13 +199,22 @@ async fn login_password(
     Form(form): Form<PasswordForm>,
 ) -> Response {
     let client = client_address(&app, peer, &headers);
-    let Some((id, session)) = current(&app, &headers) else {
+    let Some(nonce) = login_nonce(&app, &headers) else {
         return expired_page();
     };
-    if !session.csrf_matches(&form.csrf) {
+    let csrf = app.login_token(&nonce);
+    if !bool::from(csrf.as_bytes().ct_eq(form.csrf.as_bytes())) {
         return forbidden();
     }
-    let again = |error: &str| html(pages::login(&session.csrf, Some(error), &form.user));
+    let redirect = checked_redirect(&app, &form.rd);
+    let again = |error: &str| {
+        html(pages::login(
+            &csrf,
+            Some(error),
+            &form.user,
+            redirect.as_deref(),
+        ))
+    };
     if form.user.is_empty()
         || form.password.is_empty()
         || form.user.len() > 256
@@ -377,14 +397,14 @@ async fn login_password(
         let user = user.clone();
         blocking(move || twofold_host::passwd::full_name(&user).ok().flatten()).await
     };
-    match app.sessions.advance(&id, |s| {
-        s.stage = stage;
+    let Some(id) = app.sessions.start(stage, redirect.clone()) else {
+        return again(UNAVAILABLE);
+    };
+    app.sessions.with(&id, |s| {
         s.full_name = full_name;
         s.factors = factors;
-    }) {
-        Some(new_id) => with_cookie(&app, &new_id, see_other(&next)),
-        None => expired_page(),
-    }
+    });
+    with_cookie(&app, &id, see_other(&next))
 }
 
 // ---- the second factor
@@ -1643,14 +1663,19 @@ async fn blocking<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) 
 }
 
 fn session_id(app: &App, headers: &HeaderMap) -> Option<String> {
-    let prefix = format!("{}=", app.web.cookie_name);
+    cookie_value(headers, &app.web.cookie_name).filter(|id| id.len() == 43)
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(prefix.as_str()).map(str::to_string))
-        .filter(|id| id.len() == 43)
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value.to_string())
 }
 
 fn current(app: &App, headers: &HeaderMap) -> Option<(String, Session)> {
@@ -1689,7 +1714,6 @@ fn signed_in_redirect(app: &App, id: &str, user: UserName, factor: Factor) -> Re
 
 fn redirect_for_stage(app: &App, session: &Session) -> Response {
     match session.stage {
-        Stage::Anonymous => to_login(),
         Stage::Password { .. } => see_other(&format!("{PREFIX}/login/second")),
         Stage::Enrolling { .. } => see_other(&format!("{PREFIX}/enroll")),
         Stage::SignedIn { .. } => see_other(&final_target(app, session.redirect.clone())),
@@ -1836,6 +1860,26 @@ fn unavailable_page() -> Response {
 
 fn json_error(status: StatusCode, text: &str) -> Response {
     (status, axum::Json(json!({ "error": text }))).into_response()
+}
+
+/// The login form's random cookie, if the browser sent a well-formed one.
+fn login_nonce(app: &App, headers: &HeaderMap) -> Option<String> {
+    cookie_value(headers, &app.login_cookie_name()).filter(|n| n.len() == 43)
+}
+
+/// Sets the login form's cookie: for this site's paths, short-lived, never sent cross-site.
+fn with_login_cookie(app: &App, nonce: &str, mut response: Response) -> Response {
+    let mut cookie = format!(
+        "{}={nonce}; Path=/; HttpOnly; SameSite=Strict; Max-Age=1800",
+        app.login_cookie_name()
+    );
+    if app.web.cookie_secure {
+        cookie.push_str("; Secure");
+    }
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
 }
 
 fn with_cookie(app: &App, id: &str, mut response: Response) -> Response {

@@ -8,13 +8,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use twofold_core::config::DEFAULT_CONFIG_PATH;
-use twofold_host::config_file;
-use twofold_host::syslog::Level;
 use crate::app::App;
 use crate::config::WebConfig;
 use crate::routes;
 use crate::webauthn::RelyingParty;
+use twofold_core::config::DEFAULT_CONFIG_PATH;
+use twofold_host::config_file;
+use twofold_host::syslog::Level;
 
 /// Runs twofold-web with the process's arguments.
 pub fn main() -> ExitCode {
@@ -47,7 +47,10 @@ pub fn main() -> ExitCode {
         Err(e) => return fail(&format!("{}: [web]: {e}", config_path.display())),
     };
     let listen = web.listen;
-    let app = Arc::new(App::new(config, web, rp));
+    let Some(app) = App::new(config, web, rp) else {
+        return fail("no randomness for the login form's key");
+    };
+    let app = Arc::new(app);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

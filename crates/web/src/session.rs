@@ -21,8 +21,6 @@ use twofold_core::user::UserName;
 /// Where a session is in the flow.
 #[derive(Clone)]
 pub enum Stage {
-    /// Only a CSRF token, for the password form.
-    Anonymous,
     /// The password was right; a second factor is due.
     Password { user: UserName },
     /// The password was right, and the user is setting up TOTP with this key.
@@ -37,7 +35,6 @@ pub enum Stage {
 impl Stage {
     pub fn user(&self) -> Option<&UserName> {
         match self {
-            Stage::Anonymous => None,
             Stage::Password { user }
             | Stage::Enrolling { user, .. }
             | Stage::SignedIn { user, .. } => Some(user),
@@ -127,11 +124,6 @@ impl Sessions {
             self.sweep(&mut table, now);
         }
         if table.len() >= MAX_SESSIONS {
-            // Still full of live sessions: drop anonymous ones first, which cost an attacker
-            // nothing to make.
-            table.retain(|_, s| !matches!(s.stage, Stage::Anonymous));
-        }
-        if table.len() >= MAX_SESSIONS {
             return None;
         }
         table.insert(id.clone(), session);
@@ -172,8 +164,7 @@ impl Sessions {
     }
 
     /// Moves the live session `id` to a new id (and a new CSRF token), after `change`; the old
-    /// id ends. The absolute lifetime starts again only when the session leaves `Anonymous`
-    /// (the password).
+    /// id ends. The absolute lifetime still counts from the password.
     pub fn advance(&self, id: &str, change: impl FnOnce(&mut Session)) -> Option<String> {
         let new_id = random_token()?;
         let csrf = random_token()?;
@@ -183,11 +174,7 @@ impl Sessions {
         if self.expired(&session, now) {
             return None;
         }
-        let was_anonymous = matches!(session.stage, Stage::Anonymous);
         change(&mut session);
-        if was_anonymous {
-            session.created = now;
-        }
         session.csrf = csrf;
         session.last_seen = now;
         table.insert(new_id.clone(), session);
@@ -221,10 +208,8 @@ impl Sessions {
 
     fn expired(&self, session: &Session, now: Instant) -> bool {
         let idle = match session.stage {
-            // A login form left open, or a half-done login, does not hold a place for long.
-            Stage::Anonymous | Stage::Password { .. } | Stage::Enrolling { .. } => {
-                self.idle.min(UNFINISHED_IDLE)
-            }
+            // A half-done login does not hold a place for long.
+            Stage::Password { .. } | Stage::Enrolling { .. } => self.idle.min(UNFINISHED_IDLE),
             _ => self.idle,
         };
         now.duration_since(session.last_seen) > idle
@@ -249,7 +234,8 @@ pub fn random_token() -> Option<String> {
 const CODES_SHOWN_FOR: Duration = Duration::from_secs(10 * 60);
 /// How long a login form or a half-done login may sit unused.
 const UNFINISHED_IDLE: Duration = Duration::from_secs(10 * 60);
-/// Sessions held at most; beyond, the oldest anonymous ones go, then new ones are refused.
+/// Sessions held at most (each is made by a right password); beyond, expired ones are swept,
+/// then new ones are refused.
 const MAX_SESSIONS: usize = 100_000;
 
 #[cfg(test)]
@@ -263,12 +249,12 @@ mod tests {
     #[test]
     fn a_session_advances_to_a_new_id_and_the_old_one_ends() {
         let sessions = Sessions::new(Duration::from_secs(60), Duration::from_secs(600));
-        let id = sessions.start(Stage::Anonymous, None).unwrap();
+        let id = sessions
+            .start(Stage::Password { user: alice() }, None)
+            .unwrap();
         assert_eq!(id.len(), 43);
         let csrf = sessions.get(&id).unwrap().csrf;
-        let new_id = sessions
-            .advance(&id, |s| s.stage = Stage::Password { user: alice() })
-            .unwrap();
+        let new_id = sessions.advance(&id, |_| {}).unwrap();
         assert_ne!(id, new_id);
         assert!(sessions.get(&id).is_none());
         let session = sessions.get(&new_id).unwrap();
@@ -321,7 +307,9 @@ mod tests {
     #[test]
     fn the_csrf_token_must_match_exactly() {
         let sessions = Sessions::new(Duration::from_secs(60), Duration::from_secs(600));
-        let id = sessions.start(Stage::Anonymous, None).unwrap();
+        let id = sessions
+            .start(Stage::Password { user: alice() }, None)
+            .unwrap();
         let session = sessions.get(&id).unwrap();
         assert!(session.csrf_matches(&session.csrf.clone()));
         assert!(!session.csrf_matches(""));
