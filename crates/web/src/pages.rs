@@ -48,7 +48,7 @@ pub fn second(csrf: &str, error: Option<&str>, has_keys: bool, has_codes: bool) 
             r#"<form id="code-form" method="post" action="{PREFIX}/login/second">
 <input type="hidden" name="csrf" value="{csrf}">
 <label for="code">Code from your authenticator app, or a backup code</label>
-<input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" autocapitalize="none" spellcheck="false" required autofocus>
+<input id="code" name="code" autocomplete="one-time-code" autocapitalize="none" autocorrect="off" spellcheck="false" required autofocus>
 <button id="verify" type="submit"{class}>Verify</button>
 </form>"#,
             csrf = escape(csrf),
