@@ -764,7 +764,11 @@ fn a_key_registered_on_the_web_signs_in_once_per_challenge_and_only_from_this_or
     );
     assert_eq!(added.status, 200, "{}", added.body);
     let settings = web.get("/twofold/settings", Some(&cookie));
-    assert!(settings.body.contains("<td data-label=\"Name\">yubi</td>"), "{}", settings.body);
+    assert!(
+        settings.body.contains("<td data-label=\"Name\">yubi</td>"),
+        "{}",
+        settings.body
+    );
     // The name is taken now.
     let taken = web.post_json(
         "/twofold/keys/options",

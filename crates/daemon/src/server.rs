@@ -13,8 +13,8 @@ use twofold_core::config::Config;
 use twofold_core::store::{Accounts, Store, StoreError};
 use twofold_core::text::LogLine;
 use twofold_core::user::UserName;
-use twofold_host::syslog::{self, Level};
 use twofold_host::pam_client::{self, PasswordVerdict};
+use twofold_host::syslog::{self, Level};
 use twofold_host::{passwd, peer, sys, FileStore, SystemClock};
 use twofold_proto::{read_frame, write_frame, ProtoError, Request, Response, MAX_FRAME};
 
@@ -160,7 +160,12 @@ fn operate<R: Store + Accounts, W: Store>(
             syslog::line(IDENT, level, who.clone().and(&line).as_str());
             response
         }
-        (Request::CheckPassword { password, rhost, .. }, Some(user)) => {
+        (
+            Request::CheckPassword {
+                password, rhost, ..
+            },
+            Some(user),
+        ) => {
             let (response, level, line) = check_password(
                 &daemon.daemon.password_service,
                 user,

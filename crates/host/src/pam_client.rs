@@ -65,14 +65,7 @@ pub fn check_password(
     let mut handle: *mut c_void = ptr::null_mut();
     // SAFETY: every pointer is to a live NUL-terminated string or to `conversation` and
     // `handle`, which outlive the transaction (pam_end is called below before they drop).
-    let started = unsafe {
-        pam_start(
-            service.as_ptr(),
-            user.as_ptr(),
-            &conversation,
-            &mut handle,
-        )
-    };
+    let started = unsafe { pam_start(service.as_ptr(), user.as_ptr(), &conversation, &mut handle) };
     if started != PAM_SUCCESS || handle.is_null() {
         return Err(PamClientError(format!(
             "pam_start for service {:?} failed (code {started})",
@@ -115,7 +108,9 @@ pub fn check_password(
     match account {
         PAM_SUCCESS => Ok(PasswordVerdict::Accepted),
         PAM_ACCT_EXPIRED | PAM_NEW_AUTHTOK_REQD | PAM_PERM_DENIED | PAM_AUTH_ERR
-        | PAM_USER_UNKNOWN => Ok(PasswordVerdict::AccountRefused(transaction.describe(account))),
+        | PAM_USER_UNKNOWN => Ok(PasswordVerdict::AccountRefused(
+            transaction.describe(account),
+        )),
         code => Err(transaction.error("pam_acct_mgmt", code)),
     }
 }
