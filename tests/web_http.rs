@@ -504,6 +504,86 @@ fn wrong_passwords_unknown_users_and_bad_forms_get_one_generic_answer() {
 }
 
 #[test]
+fn an_ended_or_unknown_session_and_malformed_ceremonies_are_refused_at_every_endpoint() {
+    needs_root!();
+    let web = Web::start("");
+    let (_, cookie, codes) = web.enroll();
+    let csrf = web.get("/twofold/settings", Some(&cookie)).csrf();
+    // Malformed WebAuthn answers and missing fields: refused, nothing added.
+    for body in [
+        "{}",
+        "not json",
+        r#"{"id":"x","rawId":"x","type":"public-key","response":{}}"#,
+    ] {
+        let reply = web.post_json("/twofold/keys", Some(&cookie), Some(&csrf), body);
+        assert_eq!(reply.status, 400, "{body}: {}", reply.body);
+    }
+    let nameless = web.post_json("/twofold/keys/options", Some(&cookie), Some(&csrf), "{}");
+    assert_eq!(nameless.status, 400);
+    let bad_name = web.post_json(
+        "/twofold/keys/options",
+        Some(&cookie),
+        Some(&csrf),
+        r#"{"name":"../x"}"#,
+    );
+    assert_eq!(bad_name.status, 400);
+    // Sign out; then the old cookie, and a made-up one, reach nothing.
+    web.post("/twofold/logout", Some(&cookie), &[("csrf", &csrf)]);
+    let made_up = format!("twofold_session={}", "A".repeat(43));
+    for stale in [cookie.as_str(), made_up.as_str()] {
+        for path in [
+            "/twofold/settings",
+            "/twofold/enroll/codes",
+            "/twofold/keys/add",
+            "/twofold/login/second",
+        ] {
+            let reply = web.get(path, Some(stale));
+            assert_eq!(
+                (reply.status, reply.location()),
+                (303, "/twofold/login".into()),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            web.get("/twofold/enroll/codes.txt", Some(stale)).status,
+            401
+        );
+        for path in [
+            "/twofold/settings/codes",
+            "/twofold/settings/keys/remove",
+            "/twofold/login/second",
+            "/twofold/enroll",
+        ] {
+            let reply = web.post(
+                path,
+                Some(stale),
+                &[("csrf", &csrf), ("code", &codes[0]), ("name", "k")],
+            );
+            assert_eq!(reply.status, 403, "{path}");
+        }
+        for path in [
+            "/twofold/keys/options",
+            "/twofold/keys",
+            "/twofold/login/key/options",
+            "/twofold/login/key",
+        ] {
+            let reply = web.post_json(path, Some(stale), Some(&csrf), "{}");
+            assert_eq!(reply.status, 403, "{path}");
+        }
+        assert_eq!(web.auth(Some(stale)).status, 401);
+    }
+    // The backup code posted with a stale session was never checked: it still works.
+    let (cookie, _) = web.password(&web.user.password);
+    let page = web.get("/twofold/login/second", Some(&cookie));
+    let reply = web.post(
+        "/twofold/login/second",
+        Some(&cookie),
+        &[("csrf", &page.csrf()), ("code", &codes[0])],
+    );
+    assert_eq!(reply.status, 303, "{}", reply.body);
+}
+
+#[test]
 fn every_answer_carries_the_security_headers_and_the_cookie_is_locked_down() {
     needs_root!();
     let web = Web::start("");
