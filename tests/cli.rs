@@ -946,7 +946,9 @@ fn every_stack_we_ship_or_recommend_passes_check_even_with_enrollment_at_login()
     // twofold-web's password stack loads no module by design (the web asks the second factor
     // itself, and twofoldd refuses a stack that prompts twice): nothing for `check` to review.
     let web_stack = fs::read_to_string(shipped.join("twofold-web")).unwrap();
-    assert!(!web_stack.lines().any(|l| !l.starts_with('#') && l.contains("pam_twofold")));
+    assert!(!web_stack
+        .lines()
+        .any(|l| !l.starts_with('#') && l.contains("pam_twofold")));
     let names: Vec<String> = fs::read_dir(&shipped)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
