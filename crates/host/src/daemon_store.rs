@@ -10,6 +10,7 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use twofold_core::config::Config;
@@ -30,6 +31,10 @@ const MAX_RACES: usize = 32;
 pub struct DaemonStore {
     socket: PathBuf,
     timeout: Duration,
+    /// The copy the last `load` got, for the `update` that usually follows it (a login loads,
+    /// decides, then updates): one request fewer per login. The generation still guards the
+    /// write, so a copy gone stale only costs a conflict and a retry on the fresh one.
+    last_loaded: Mutex<Option<(UserName, Snapshot)>>,
 }
 
 impl DaemonStore {
@@ -37,6 +42,7 @@ impl DaemonStore {
         DaemonStore {
             socket: config.daemon_socket.clone(),
             timeout: REQUEST_TIMEOUT,
+            last_loaded: Mutex::new(None),
         }
     }
 
@@ -140,6 +146,11 @@ impl DaemonStore {
         }
     }
 
+    fn remembered(&self) -> std::sync::MutexGuard<'_, Option<(UserName, Snapshot)>> {
+        // One assignment or take at a time: a poisoned cache is still consistent.
+        self.last_loaded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn lost_too_often(&self) -> StoreError {
         StoreError::Daemon {
             socket: self.socket.clone(),
@@ -163,9 +174,11 @@ impl Accounts for DaemonStore {
 impl Store for DaemonStore {
     fn load(&self, user: &UserName) -> Result<Option<(Record, State)>, StoreError> {
         let snapshot = self.snapshot(user)?;
-        Ok(self
+        let loaded = self
             .record_of(&snapshot)?
-            .map(|record| (record, snapshot.state)))
+            .map(|record| (record, snapshot.state.clone()));
+        *self.remembered() = Some((user.clone(), snapshot));
+        Ok(loaded)
     }
 
     fn update<T>(
@@ -173,16 +186,39 @@ impl Store for DaemonStore {
         user: &UserName,
         mut change: impl FnMut(&Record, &mut State) -> T,
     ) -> Result<Option<T>, StoreError> {
-        let mut snapshot = self.snapshot(user)?;
+        let remembered = match self.remembered().take() {
+            Some((loaded_for, snapshot)) if loaded_for == *user => Some(snapshot),
+            _ => None,
+        };
+        let mut reused = remembered.is_some();
+        let mut snapshot = match remembered {
+            Some(snapshot) => snapshot,
+            None => self.snapshot(user)?,
+        };
         for _ in 0..MAX_RACES {
-            let Some(record) = self.record_of(&snapshot)? else {
+            let record = self.record_of(&snapshot)?;
+            if record.is_none() && reused {
+                // Not enrolled in the remembered copy: ask again rather than answer on it.
+                reused = false;
+                snapshot = self.snapshot(user)?;
+                continue;
+            }
+            let Some(record) = record else {
                 return Ok(None);
             };
             let mut state = snapshot.state.clone();
             let result = change(&record, &mut state);
             if state == snapshot.state {
+                // Nothing to write, so no compare-and-swap checks the copy: decide on a fresh
+                // one, never on the remembered one alone.
+                if reused {
+                    reused = false;
+                    snapshot = self.snapshot(user)?;
+                    continue;
+                }
                 return Ok(Some(result));
             }
+            reused = false;
             let request = Request::Update {
                 user: user.as_str().to_string(),
                 generation: snapshot.generation,
