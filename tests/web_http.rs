@@ -1085,3 +1085,24 @@ fn a_burst_of_wrong_passwords_is_cut_off_at_the_limit_per_address_and_per_user()
     );
     assert_eq!(count(&other, "Wrong user name or password."), 1);
 }
+
+#[test]
+fn a_user_disabled_with_the_cli_is_signed_out_of_the_web() {
+    needs_root!();
+    let web = Web::start("recheck_secs = 1\n");
+    let (_, cookie, _) = web.enroll();
+    assert_eq!(web.auth(Some(&cookie)).status, 200);
+    // The admin disables the user (the host's files store, the one the daemon serves).
+    let disabled = root::twofold(&web.host.config, &["disable", "--user", &web.user.name])
+        .output()
+        .unwrap();
+    assert!(
+        disabled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&disabled.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    // The next question nginx asks finds the enrollment gone and ends the session.
+    assert_eq!(web.auth(Some(&cookie)).status, 401);
+    assert_eq!(web.get("/twofold/settings", Some(&cookie)).status, 303);
+}

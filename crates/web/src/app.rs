@@ -59,7 +59,7 @@ impl App {
         Some(App {
             login_key,
             store: DaemonStore::new(&config),
-            sessions: Sessions::new(web.session_idle, web.session_lifetime),
+            sessions: Sessions::new(web.session_idle, web.session_lifetime, web.recheck),
             addresses: Throttle::new(MAX_ADDRESS_FAILURES),
             passwords: Throttle::new(MAX_PASSWORD_FAILURES_PER_USER),
             password_checks: tokio::sync::Semaphore::new(MAX_PASSWORD_CHECKS),

@@ -39,6 +39,9 @@ pub struct WebConfig {
     pub trusted_proxies: Vec<IpAddr>,
     /// Users without an enrollment set one up after the password (QR code, backup codes).
     pub enroll_on_login: bool,
+    /// How often a signed-in session looks again whether its user is still enrolled: a user
+    /// disabled with `twofold disable` is signed out of the web within this time.
+    pub recheck: Duration,
 }
 
 impl WebConfig {
@@ -144,6 +147,7 @@ impl WebConfig {
                 .collect::<Result<_, _>>()
                 .map_err(|_| invalid("trusted_proxies", "expected IP addresses".into()))?,
             enroll_on_login: raw.enroll_on_login,
+            recheck: Duration::from_secs(raw.recheck_secs),
         })
     }
 }
@@ -266,6 +270,8 @@ struct RawWeb {
     cookie_secure: bool,
     trusted_proxies: Vec<String>,
     enroll_on_login: bool,
+    #[serde(deserialize_with = "recheck_secs")]
+    recheck_secs: u64,
 }
 
 impl Default for RawWeb {
@@ -283,6 +289,7 @@ impl Default for RawWeb {
             cookie_secure: true,
             trusted_proxies: vec!["127.0.0.1".into(), "::1".into()],
             enroll_on_login: true,
+            recheck_secs: 60,
         }
     }
 }
@@ -299,6 +306,10 @@ fn ranged<'de, D: Deserializer<'de>>(d: D, key: &str, min: u64, max: u64) -> Res
 
 fn session_idle_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     ranged(d, "session_idle_secs", 60, 7 * 24 * 3600)
+}
+
+fn recheck_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    ranged(d, "recheck_secs", 1, 3600)
 }
 
 fn session_lifetime_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -324,6 +335,7 @@ mod tests {
         assert_eq!(config.session_lifetime, Duration::from_secs(43200));
         assert!(config.cookie_secure);
         assert!(config.enroll_on_login);
+        assert_eq!(config.recheck, Duration::from_secs(60));
         assert_eq!(config.cookie_name, "__Host-twofold_session");
         let shared = parse("[web]\ncookie_domain = \"example.org\"\n").unwrap();
         assert_eq!(shared.cookie_name, "twofold_session");

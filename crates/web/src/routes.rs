@@ -85,10 +85,38 @@ type Peer = ConnectInfo<SocketAddr>;
 // ---- nginx's question
 
 async fn auth(State(app): Shared, headers: HeaderMap) -> Response {
-    let signed_in = session_id(&app, &headers).and_then(|id| app.sessions.signed_in(&id));
-    let Some((user, full_name)) = signed_in else {
+    let Some(id) = session_id(&app, &headers) else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
+    let Some((user, full_name, due)) = app.sessions.signed_in(&id) else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    // Now and then, one request of a session asks the store whether the user is still
+    // enrolled: a disabled user is signed out. A store that cannot answer keeps the session
+    // (new sign-ins fail closed; signed-in users are not thrown out by a daemon restart).
+    if due {
+        let loaded = {
+            let app = Arc::clone(&app);
+            let user = user.clone();
+            blocking(move || app.store.load(&user)).await
+        };
+        match loaded {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                app.sessions.end(&id);
+                let line = LogLine::new()
+                    .token("user", user.as_str())
+                    .token("outcome", "signed-out")
+                    .text("reason", "no longer enrolled");
+                app.log(Level::Notice, line.as_str());
+                return StatusCode::UNAUTHORIZED.into_response();
+            }
+            Err(e) => app.log(
+                Level::Warning,
+                &format!("cannot recheck the enrollment of {}: {e}", user.as_str()),
+            ),
+        }
+    }
     let mut response = StatusCode::OK.into_response();
     let headers = response.headers_mut();
     // A user name is printable and has no spaces or colons (UserName::parse); a full name has

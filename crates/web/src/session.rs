@@ -63,6 +63,8 @@ pub struct Session {
     pub regenerated: bool,
     created: Instant,
     last_seen: Instant,
+    /// When the user's enrollment was last seen in the store.
+    checked: Instant,
 }
 
 impl Session {
@@ -91,14 +93,18 @@ pub struct Sessions {
     table: Mutex<HashMap<String, Session>>,
     idle: Duration,
     lifetime: Duration,
+    recheck: Duration,
 }
 
 impl Sessions {
-    pub fn new(idle: Duration, lifetime: Duration) -> Sessions {
+    /// Sessions that end after `idle` unused or `lifetime` in all, and look again at the
+    /// user's enrollment every `recheck`.
+    pub fn new(idle: Duration, lifetime: Duration, recheck: Duration) -> Sessions {
         Sessions {
             table: Mutex::new(HashMap::new()),
             idle,
             lifetime,
+            recheck,
         }
     }
 
@@ -118,6 +124,7 @@ impl Sessions {
             regenerated: false,
             created: now,
             last_seen: now,
+            checked: now,
         };
         let mut table = self.lock();
         if table.len() >= MAX_SESSIONS {
@@ -138,13 +145,20 @@ impl Sessions {
     /// The user of the signed-in session `id`: the `/auth` question, answered without copying
     /// the session.
     pub fn signed_in_user(&self, id: &str) -> Option<UserName> {
-        self.signed_in(id).map(|(user, _)| user)
+        self.signed_in(id).map(|(user, _, _)| user)
     }
 
-    /// The user and full name of the signed-in session `id`.
-    pub fn signed_in(&self, id: &str) -> Option<(UserName, Option<String>)> {
+    /// The user and full name of the signed-in session `id`, and whether the enrollment is due
+    /// to be looked at again (at most every `recheck`, by the one request that finds it due).
+    pub fn signed_in(&self, id: &str) -> Option<(UserName, Option<String>, bool)> {
         self.with(id, |s| match &s.stage {
-            Stage::SignedIn { user, .. } => Some((user.clone(), s.full_name.clone())),
+            Stage::SignedIn { user, .. } => {
+                let due = s.checked.elapsed() >= self.recheck;
+                if due {
+                    s.checked = Instant::now();
+                }
+                Some((user.clone(), s.full_name.clone(), due))
+            }
             _ => None,
         })
         .flatten()
@@ -248,7 +262,11 @@ mod tests {
 
     #[test]
     fn a_session_advances_to_a_new_id_and_the_old_one_ends() {
-        let sessions = Sessions::new(Duration::from_secs(60), Duration::from_secs(600));
+        let sessions = Sessions::new(
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+            Duration::from_secs(60),
+        );
         let id = sessions
             .start(Stage::Password { user: alice() }, None)
             .unwrap();
@@ -276,7 +294,11 @@ mod tests {
 
     #[test]
     fn idle_and_old_sessions_end() {
-        let sessions = Sessions::new(Duration::from_millis(30), Duration::from_millis(80));
+        let sessions = Sessions::new(
+            Duration::from_millis(30),
+            Duration::from_millis(80),
+            Duration::from_secs(60),
+        );
         let id = sessions
             .start(
                 Stage::SignedIn {
@@ -306,7 +328,11 @@ mod tests {
 
     #[test]
     fn the_csrf_token_must_match_exactly() {
-        let sessions = Sessions::new(Duration::from_secs(60), Duration::from_secs(600));
+        let sessions = Sessions::new(
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+            Duration::from_secs(60),
+        );
         let id = sessions
             .start(Stage::Password { user: alice() }, None)
             .unwrap();
