@@ -344,6 +344,27 @@ mod tests {
     }
 
     #[test]
+    fn the_annotated_section_of_the_shipped_config_parses_with_every_example_set() {
+        let text = include_str!("../../../conf/config.toml");
+        let web = &text[text.find("\n[web]\n").expect("a [web] section") + 1..];
+        // Each `#key = value` line set (prose comments start with `# `), as an admin who takes
+        // every example would.
+        let set: String = web
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(example) if example.starts_with(|c: char| c.is_ascii_lowercase()) => example,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config = parse(&set).unwrap();
+        assert_eq!(config.origin, "https://wiki.example.com");
+        assert_eq!(config.rp_id, "example.com");
+        assert_eq!(config.recheck, Duration::from_secs(60));
+        assert_eq!(config.cookie_domain.as_deref(), Some("example.com"));
+    }
+
+    #[test]
     fn a_production_section_parses() {
         let config = parse(
             "[web]\norigin = \"https://Wiki.Example.com:443\"\nrp_id = \"example.com\"\n\
